@@ -1,0 +1,37 @@
+"""Echo server on the standard-library threaded server (conformance entry point).
+
+    python examples/echo_stdlib.py --port 9001 [--host 127.0.0.1]
+
+Echoes every message back unchanged, on any path; quiet except for errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from ws4web import WebSocket, serve
+from ws4web.messages import Message
+
+
+class Echo(WebSocket):
+    def received_message(self, message: Message) -> None:
+        self.send(message)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    parser.add_argument("--max-message-size", type=int, default=16 * 2**20)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    serve(Echo, args.host, args.port, max_message_size=args.max_message_size)
+
+
+if __name__ == "__main__":
+    main()

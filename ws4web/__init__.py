@@ -1,0 +1,73 @@
+"""ws4web: RFC 6455 WebSockets for every Python web stack.
+
+The core (frames, protocol, handshake, messages) is sans-I/O and uses the
+standard library only; adapters for CherryPy, gevent and ASGI live in
+:mod:`ws4web.adapters` and import their framework only when imported.
+"""
+
+from .client import WebSocketClient, connect
+from .connection import Connection, PingWaiter
+from .exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidPayload,
+    InvalidStatus,
+    InvalidURI,
+    PayloadTooBig,
+    ProtocolError,
+    WebSocketError,
+)
+from .frames import Close, CloseCode, Frame, Opcode
+from .messages import (
+    BinaryMessage,
+    CloseControlMessage,
+    Message,
+    PingControlMessage,
+    PongControlMessage,
+    TextMessage,
+)
+from .protocol import CLIENT, SERVER, Protocol, Side, State
+from .server import WebSocketServer, serve
+from .upgrade import accept_socket, connect_socket
+from .websocket import WebSocket
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CLIENT",
+    "SERVER",
+    "BinaryMessage",
+    "Close",
+    "CloseCode",
+    "CloseControlMessage",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "Frame",
+    "InvalidHandshake",
+    "InvalidPayload",
+    "InvalidStatus",
+    "InvalidURI",
+    "Message",
+    "Opcode",
+    "PayloadTooBig",
+    "PingControlMessage",
+    "PingWaiter",
+    "PongControlMessage",
+    "Protocol",
+    "ProtocolError",
+    "Side",
+    "State",
+    "TextMessage",
+    "WebSocket",
+    "WebSocketClient",
+    "WebSocketError",
+    "WebSocketServer",
+    "accept_socket",
+    "connect",
+    "connect_socket",
+    "serve",
+]

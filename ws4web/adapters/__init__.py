@@ -1,0 +1,1 @@
+"""Adapters that mount ws4web handlers on web stacks; each imports its framework lazily."""

@@ -1,0 +1,351 @@
+"""The blocking driver: a :class:`~ws4web.protocol.Protocol` over a connected socket.
+
+:class:`Connection` hides control frames (pongs go out by themselves, pings can be
+awaited), reassembles fragments into messages, runs the closing handshake with a
+timeout, and is safe to send from many threads: one lock guards the protocol and
+the writes it produces, so frames never interleave, and a second lock keeps a
+fragmented message whole. Reading happens in whichever thread asks for a message;
+there is no hidden reader thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from .concurrency import THREADING, EventLike, Primitives
+from .exceptions import ConnectionClosedError
+from .frames import CloseCode, Frame, Opcode
+from .messages import Assembler, Data, Message, iter_fragments
+from .protocol import SEND_EOF, Protocol, State
+
+__all__ = ["Connection", "PingWaiter"]
+
+logger = logging.getLogger("ws4web.connection")
+
+# Writes up to this total are joined into one sendall(): one syscall per batch.
+_JOIN_LIMIT = 65536
+
+
+class PingWaiter:
+    """Returned by :meth:`Connection.ping`: wait on it for the pong, read the latency."""
+
+    __slots__ = ("_clock", "_event", "latency", "payload", "sent_at")
+
+    def __init__(self, payload: bytes, event: EventLike, clock: Any) -> None:
+        self.payload = payload
+        self._event = event
+        self._clock = clock
+        self.sent_at: float = clock()
+        #: Seconds between the ping and its pong, once the pong arrived.
+        self.latency: float | None = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the pong arrives (True) or the timeout passes (False)."""
+        return self._event.wait(timeout)
+
+    def _resolve(self) -> None:
+        self.latency = self._clock() - self.sent_at
+        self._event.set()
+
+
+class Connection:
+    """A WebSocket connection over a socket whose handshake is done.
+
+    Hooks, called in the reading thread: ``on_ping(frame)``, ``on_pong(frame)``.
+    """
+
+    def __init__(
+        self,
+        sock: Any,
+        protocol: Protocol,
+        *,
+        primitives: Primitives = THREADING,
+        close_timeout: float | None = 10.0,
+        recv_size: int = 65536,
+        subprotocol: str | None = None,
+    ) -> None:
+        self.sock = sock
+        self.protocol = protocol
+        self.primitives = primitives
+        self.close_timeout = close_timeout
+        self.recv_size = recv_size
+        self.subprotocol = subprotocol
+        self.on_ping: Any = None
+        self.on_pong: Any = None
+
+        self._lock = primitives.lock()  # the protocol and the socket's write side
+        self._send_lock = primitives.lock()  # one message (maybe fragmented) at a time
+        self._recv_lock = primitives.lock()  # one reader at a time
+        self._closed = primitives.event()
+        self._frames: deque[Frame] = deque()
+        self._assembler = Assembler()
+        self._pings: dict[bytes, PingWaiter] = {}
+        self._close_deadline: float | None = None
+        self._socket_closed = False
+        _set_nodelay(sock)
+        # Bytes read past the handshake may already hold frames (and need pongs).
+        self._frames.extend(protocol.events_received())
+        with self._lock:
+            self._flush()
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self.protocol.state
+
+    @property
+    def closed(self) -> bool:
+        """True once the TCP connection is closed and everything is released."""
+        return self._closed.is_set()
+
+    @property
+    def close_code(self) -> int:
+        return self.protocol.close_code
+
+    @property
+    def close_reason(self) -> str:
+        return self.protocol.close_reason
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        return self._closed.wait(timeout)
+
+    # -- sending ---------------------------------------------------------------
+
+    def send_message(self, data: Data, binary: bool | None = None) -> None:
+        """Send one message: ``str`` as text, bytes-like as binary, or a Message.
+
+        ``binary`` forces the type (``binary=False`` with bytes sends text, as
+        ws4py did; the bytes must then be UTF-8).
+        """
+        if isinstance(data, str):
+            payload = data.encode()
+            is_text = binary is not True
+        elif isinstance(data, Message):
+            payload = data.data
+            is_text = data.opcode is Opcode.TEXT if binary is None else not binary
+        else:
+            payload = data if isinstance(data, bytes) else bytes(data)
+            is_text = binary is False
+        with self._send_lock, self._lock:
+            if is_text:
+                self.protocol.send_text(payload)
+            else:
+                self.protocol.send_binary(payload)
+            self._flush()
+
+    def send_fragments(self, chunks: Iterable[str | bytes], binary: bool | None = None) -> None:
+        """Send one message in fragments, one per chunk of ``chunks``."""
+        with self._send_lock:
+            for opcode, payload, fin in iter_fragments(chunks, binary):
+                with self._lock:
+                    if opcode is Opcode.TEXT:
+                        self.protocol.send_text(payload, fin)
+                    elif opcode is Opcode.BINARY:
+                        self.protocol.send_binary(payload, fin)
+                    else:
+                        self.protocol.send_continuation(payload, fin)
+                    self._flush()
+
+    def send_frame(self, frame: Frame) -> None:
+        """Send any frame as it is (low-level access)."""
+        with self._send_lock, self._lock:
+            self.protocol.send_frame(frame)
+            self._flush()
+
+    def ping(self, data: bytes | None = None) -> PingWaiter:
+        """Send a ping; the returned waiter resolves when its pong arrives.
+
+        A pong answers its ping and every earlier one (RFC 6455 §5.5.3 lets a
+        peer answer only the latest).
+        """
+        with self._lock:
+            if data is None:
+                data = os.urandom(4)
+                while data in self._pings:
+                    data = os.urandom(4)
+            if data in self._pings:
+                raise ValueError("a ping with this payload is already waiting")
+            waiter = PingWaiter(data, self.primitives.event(), self.primitives.monotonic)
+            self.protocol.send_ping(data)
+            self._pings[data] = waiter
+            self._flush()
+        return waiter
+
+    def pong(self, data: bytes = b"") -> None:
+        """Send an unsolicited pong (a unidirectional heartbeat, §5.5.3)."""
+        with self._lock:
+            self.protocol.send_pong(data)
+            self._flush()
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake and, if no other thread is reading, finish it.
+
+        When another thread reads (``run()``, a blocked ``recv()``), that thread
+        completes the handshake; it bounds its wait by ``close_timeout``.
+        """
+        with self._lock:
+            if self.protocol.state is State.OPEN:
+                self.protocol.send_close(code, reason)
+                self._flush()
+        if self._recv_lock.acquire(blocking=False):
+            try:
+                while not self._closed.is_set():
+                    self._receive(None)
+                    self._frames.clear()  # nothing received after our close is wanted
+            finally:
+                self._recv_lock.release()
+
+    def abort(self) -> None:
+        """Drop the TCP connection now, without a closing handshake."""
+        with self._lock:
+            self.protocol.receive_eof()
+            self.protocol.data_to_send()
+            self._close_socket()
+        self._closed.set()
+
+    # -- receiving ---------------------------------------------------------------
+
+    def recv_message(self, timeout: float | None = None) -> Message:
+        """The next message; ConnectionClosed once the connection is closed.
+
+        TimeoutError if no message completes within ``timeout`` seconds.
+        """
+        with self._recv_lock:
+            deadline = None if timeout is None else self.primitives.monotonic() + timeout
+            while True:
+                frames = self._frames
+                while frames:
+                    frame = frames.popleft()
+                    if frame.opcode < 8:
+                        message = self._assembler.feed(frame)
+                        if message is not None:
+                            return message
+                    else:
+                        self._control(frame)
+                if self._closed.is_set():
+                    raise self.protocol.close_exc()
+                self._receive(deadline)
+
+    def recv_frame(self, timeout: float | None = None) -> Frame:
+        """The next frame of any kind, unassembled (low-level access)."""
+        with self._recv_lock:
+            deadline = None if timeout is None else self.primitives.monotonic() + timeout
+            while not self._frames:
+                if self._closed.is_set():
+                    raise self.protocol.close_exc()
+                self._receive(deadline)
+            frame = self._frames.popleft()
+            if frame.is_control:
+                self._control(frame)
+            return frame
+
+    # -- internals (callers hold the locks noted) -----------------------------------
+
+    def _control(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.PONG:
+            with self._lock:
+                waiter = self._pings.get(frame.data)
+                if waiter is not None:
+                    for payload in list(self._pings):
+                        earlier = self._pings.pop(payload)
+                        earlier._resolve()
+                        if earlier is waiter:
+                            break
+            if self.on_pong is not None:
+                self.on_pong(frame)
+        elif frame.opcode is Opcode.PING and self.on_ping is not None:
+            self.on_ping(frame)
+
+    def _receive(self, deadline: float | None) -> None:
+        """Read once from the socket into the protocol (``_recv_lock`` held).
+
+        Raises TimeoutError when ``deadline`` passes first. While closing, the
+        wait is bounded by the close timeout and ends with dropping TCP.
+        """
+        protocol = self.protocol
+        timeout = None if deadline is None else deadline - self.primitives.monotonic()
+        if protocol.close_expected() and self.close_timeout is not None:
+            now = self.primitives.monotonic()
+            if self._close_deadline is None:
+                self._close_deadline = now + self.close_timeout
+            left = self._close_deadline - now
+            if timeout is None or left < timeout:
+                if not self.primitives.wait_readable(self.sock, left):
+                    logger.debug("peer did not finish the closing handshake in time")
+                    self.abort()
+                    return
+                timeout = None
+        if timeout is not None and not self.primitives.wait_readable(self.sock, timeout):
+            raise TimeoutError("no message within the timeout")
+        try:
+            data = self.sock.recv(self.recv_size)
+        except (OSError, ValueError):  # reset, or the socket was closed by abort()
+            data = b""
+        with self._lock:
+            if data:
+                protocol.receive_data(data)
+            else:
+                protocol.receive_eof()
+            self._frames.extend(protocol.events_received())
+            self._flush()
+            if protocol.state is State.CLOSED:
+                self._close_socket()
+        if protocol.state is State.CLOSED:
+            self._closed.set()
+
+    def _flush(self) -> None:
+        """Write what the protocol produced (``_lock`` held)."""
+        writes = self.protocol.data_to_send()
+        if not writes or self._socket_closed:
+            return
+        eof = writes[-1] == SEND_EOF
+        if eof:
+            writes.pop()
+        try:
+            if len(writes) == 1:
+                self.sock.sendall(writes[0])
+            elif writes:
+                if sum(map(len, writes)) <= _JOIN_LIMIT:
+                    self.sock.sendall(b"".join(writes))
+                else:  # never copy a large payload only to join it to its header
+                    for data in writes:
+                        self.sock.sendall(data)
+            if eof:
+                self.sock.shutdown(socket.SHUT_WR)
+        except (OSError, ValueError) as exc:
+            # The peer is gone; the reader will see EOF. The caller learns it now.
+            logger.debug("write failed: %s", exc)
+            self.protocol.receive_eof()
+            self.protocol.data_to_send()
+            self._close_socket()
+            if not eof:
+                raise ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "", None) from exc
+
+    def _close_socket(self) -> None:
+        if self._socket_closed:
+            return
+        self._socket_closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, ValueError):
+            pass
+        try:
+            self.sock.close()
+        except (OSError, ValueError):
+            pass
+
+
+def _set_nodelay(sock: Any) -> None:
+    # Nagle would hold a small frame back until the previous one is acked: 40 ms
+    # stalls on request/response traffic.
+    try:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass

@@ -1,0 +1,343 @@
+"""The WebSocket state machine, shared by both sides and every driver.
+
+It never touches a socket. A driver feeds it what it read and writes what it
+returns::
+
+    protocol.receive_data(chunk)      # or receive_eof() when recv() returned b""
+    for frame in protocol.events_received(): ...
+    for data in protocol.data_to_send():
+        if data == SEND_EOF: sock.shutdown(SHUT_WR)   # our side of TCP is done
+        else: sock.sendall(data)
+    if protocol.close_expected(): ...  # bound the next read by the close timeout
+
+It starts in OPEN: the HTTP upgrade happened before (see :mod:`ws4web.handshake`),
+and any bytes read past the handshake are passed as ``data``. Errors never leave
+``receive_data``: a broken rule fails the connection with the close code that
+:meth:`Protocol.fail` maps it to, the only place where that mapping happens.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import logging
+from collections.abc import Generator, Sequence
+
+from .exceptions import ConnectionClosed, InvalidPayload, PayloadTooBig, ProtocolError, closed_exception
+from .extensions.base import Extension
+from .frames import Close, CloseCode, Frame, Opcode, is_valid_close_code
+from .streams import StreamReader
+
+__all__ = ["CLIENT", "SEND_EOF", "SERVER", "Protocol", "Side", "State"]
+
+logger = logging.getLogger("ws4web.protocol")
+
+#: Returned by :meth:`Protocol.data_to_send` when the driver must end its side of TCP.
+SEND_EOF = b""
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class Side(enum.Enum):
+    SERVER = "server"
+    CLIENT = "client"
+
+
+SERVER = Side.SERVER
+CLIENT = Side.CLIENT
+
+
+class State(enum.IntEnum):
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2  # a close frame was sent or received; TCP not closed yet
+    CLOSED = 3  # TCP is closed (EOF received)
+
+
+class Protocol:
+    """Sans-I/O RFC 6455 connection.
+
+    ``max_message_size`` bounds a whole message, ``max_frame_size`` one frame;
+    ``None`` lifts a limit. Both are checked on the frame header, before the
+    payload is read, and answered with 1009 (RFC 6455 §10.4).
+    """
+
+    def __init__(
+        self,
+        side: Side,
+        *,
+        data: bytes = b"",
+        max_message_size: int | None = 2**20,
+        max_frame_size: int | None = None,
+        extensions: Sequence[Extension] = (),
+    ) -> None:
+        self.side = side
+        self.state = State.OPEN
+        self.max_message_size = max_message_size
+        self.max_frame_size = max_frame_size
+        self.extensions = list(extensions)
+        self.close_rcvd: Close | None = None
+        self.close_sent: Close | None = None
+        self.eof_sent = False
+        #: Why this side failed the connection, if it did.
+        self.failure: ProtocolError | None = None
+
+        self._reader = StreamReader()
+        self._events: list[Frame] = []
+        self._writes: list[bytes] = []
+        # Incoming message in progress: its opcode, decoded size, UTF-8 decoder.
+        self._in_opcode: Opcode | None = None
+        self._in_size = 0
+        self._in_utf8: codecs.IncrementalDecoder | None = None
+        # Outgoing fragmented message in progress.
+        self._out_opcode: Opcode | None = None
+
+        self._mask_out = side is Side.CLIENT  # RFC 6455 §5.3: clients mask
+        self._rsv_mask = 0
+        for extension in self.extensions:
+            if extension.rsv_mask & self._rsv_mask:
+                raise ValueError(f"extensions share RSV bits: {extension.name}")
+            self._rsv_mask |= extension.rsv_mask
+
+        self._parser = self._parse()
+        next(self._parser, None)
+        if data:
+            self.receive_data(data)
+
+    # -- the contract ---------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the transport."""
+        if self._reader.eof:
+            return  # nothing is read after EOF; a late write from the peer is moot
+        self._reader.feed_data(data)
+        next(self._parser, None)
+
+    def receive_eof(self) -> None:
+        """Record that the transport reached EOF."""
+        if self._reader.eof:
+            return
+        self._reader.feed_eof()
+        next(self._parser, None)
+
+    def events_received(self) -> list[Frame]:
+        """The frames received since the last call, extensions decoded."""
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> list[bytes]:
+        """The bytes to write since the last call; :data:`SEND_EOF` ends our side."""
+        writes, self._writes = self._writes, []
+        return writes
+
+    def close_expected(self) -> bool:
+        """Whether the peer should close TCP soon (bound the next read by a timeout)."""
+        return self.state is State.CLOSING
+
+    # -- what the connection ended with ------------------------------------------
+
+    @property
+    def close_code(self) -> int:
+        """The code the peer closed with; 1006 if no close frame arrived (§7.1.5)."""
+        return self.close_rcvd.code if self.close_rcvd else CloseCode.ABNORMAL_CLOSURE
+
+    @property
+    def close_reason(self) -> str:
+        return self.close_rcvd.reason if self.close_rcvd else ""
+
+    def close_exc(self) -> ConnectionClosed:
+        """The exception that tells a caller the connection is closed."""
+        sent = self.close_sent.code if self.close_sent else None
+        return closed_exception(self.close_code, self.close_reason, sent)
+
+    # -- sending ---------------------------------------------------------------
+
+    def send_text(self, data: bytes, fin: bool = True) -> None:
+        """Send a text frame; ``data`` is already UTF-8. ``fin=False`` starts a fragmented message."""
+        self._send_data(Opcode.TEXT, data, fin)
+
+    def send_binary(self, data: bytes, fin: bool = True) -> None:
+        self._send_data(Opcode.BINARY, data, fin)
+
+    def send_continuation(self, data: bytes, fin: bool) -> None:
+        """Continue the fragmented message started by send_text/send_binary(fin=False)."""
+        if self._out_opcode is None:
+            raise ValueError("no fragmented message to continue")
+        self._send_data(Opcode.CONTINUATION, data, fin)
+
+    def send_ping(self, data: bytes = b"") -> None:
+        self._check_open()
+        self._send(Frame(Opcode.PING, data))
+
+    def send_pong(self, data: bytes = b"") -> None:
+        self._check_open()
+        self._send(Frame(Opcode.PONG, data))
+
+    def send_close(self, code: int | None = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake (RFC 6455 §7.1.2); ``code=None`` sends no code."""
+        self._check_open()
+        close = Close(CloseCode.NO_STATUS_RCVD if code is None else code, reason)
+        payload = close.serialize()  # raises ValueError for codes that cannot be sent
+        self.close_sent = close
+        self.state = State.CLOSING
+        self._send(Frame(Opcode.CLOSE, payload))
+
+    def send_frame(self, frame: Frame) -> None:
+        """Send any frame as it is (low-level access): no sequencing checks."""
+        self._check_open()
+        self._send(frame)
+
+    def fail(self, code: int, reason: str = "") -> None:
+        """Fail the connection (RFC 6455 §7.1.7): send a close frame, stop reading.
+
+        This is where every error becomes a close code: ProtocolError 1002,
+        InvalidPayload 1007, PayloadTooBig 1009, anything unexpected 1011.
+        """
+        if self.state is State.OPEN:
+            if not is_valid_close_code(code):
+                code = CloseCode.PROTOCOL_ERROR
+            close = Close(code, reason[:120])
+            try:
+                payload = close.serialize()
+            except ValueError:  # the reason does not fit in a control frame
+                close = Close(code)
+                payload = close.serialize()
+            self.close_sent = close
+            self.state = State.CLOSING
+            self._send(Frame(Opcode.CLOSE, payload))
+        # §7.1.1: the server closes TCP first; a failing client does so too
+        # (§7.1.7), there is nothing left to wait for.
+        self._send_eof()
+        self._reader.discard()
+
+    # -- internals -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.state is not State.OPEN:
+            raise self.close_exc()
+
+    def _send_data(self, opcode: Opcode, data: bytes, fin: bool) -> None:
+        self._check_open()
+        if opcode is Opcode.CONTINUATION:
+            pass
+        elif self._out_opcode is not None:
+            raise ValueError("a fragmented message is in progress; finish it first")
+        else:
+            self._out_opcode = opcode
+        if fin:
+            self._out_opcode = None
+        self._send(Frame(opcode, data, fin))
+
+    def _send(self, frame: Frame) -> None:
+        for extension in self.extensions:
+            frame = extension.encode(frame)
+        self._writes += frame.serialize(mask=self._mask_out)
+
+    def _send_eof(self) -> None:
+        if not self.eof_sent:
+            self.eof_sent = True
+            self._writes.append(SEND_EOF)
+
+    def _parse(self) -> Generator[None, None, None]:
+        reader = self._reader
+        buffer = reader.buffer
+        mask_in = self.side is Side.SERVER  # §5.1: servers receive masked frames
+        rsv_mask = self._rsv_mask
+        has_extensions = bool(self.extensions)
+        yield
+        try:
+            while True:
+                while not buffer:  # between frames: EOF here is still abnormal (1006)
+                    if reader.eof:
+                        raise EOFError
+                    yield
+                limit = self.max_frame_size
+                if self.max_message_size is not None and not has_extensions:
+                    # Extensions may shrink frames; they check the decoded size.
+                    left = self.max_message_size - self._in_size
+                    limit = left if limit is None else min(limit, left)
+                frame = yield from Frame.parse(reader, mask=mask_in, max_size=limit, rsv_mask=rsv_mask)
+                if self._handle(frame):
+                    break
+        except ProtocolError as exc:
+            logger.debug("failing the connection: %s", exc)
+            self.failure = exc
+            self.fail(exc.code, str(exc))
+        except EOFError:
+            pass
+        except Exception as exc:  # a bug here must not take the I/O loop down
+            logger.exception("unexpected error while parsing")
+            self.failure = ProtocolError(str(exc))
+            self.fail(CloseCode.INTERNAL_ERROR, "internal error")
+        # Nothing after a close frame or a failure is data (§5.5.1): discard to EOF.
+        while not reader.eof:
+            reader.discard()
+            yield
+        reader.discard()
+        self.state = State.CLOSED
+        self._send_eof()
+
+    def _handle(self, frame: Frame) -> bool:
+        """Apply one received frame; True once a close frame ends the parsing."""
+        if self.extensions:
+            left = None if self.max_message_size is None else self.max_message_size - self._in_size
+            for extension in reversed(self.extensions):
+                frame = extension.decode(frame, max_size=left)
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if self._in_opcode is not None:  # §5.4
+                raise ProtocolError("new data frame inside a fragmented message")
+            self._check_size(len(frame.data))
+            if not frame.fin:
+                self._in_opcode = opcode
+                self._in_size = len(frame.data)
+                if opcode is Opcode.TEXT:
+                    self._in_utf8 = _utf8_decoder()
+                    self._validate_utf8(frame.data, final=False)
+            elif opcode is Opcode.TEXT and not frame.data.isascii():
+                self._validate_utf8(frame.data, final=True)
+            self._events.append(frame)
+        elif opcode is Opcode.CONTINUATION:
+            if self._in_opcode is None:  # §5.4
+                raise ProtocolError("continuation frame without a message to continue")
+            self._check_size(self._in_size + len(frame.data))
+            self._in_size += len(frame.data)
+            if self._in_utf8 is not None:
+                self._validate_utf8(frame.data, final=frame.fin)
+            if frame.fin:
+                self._in_opcode = None
+                self._in_utf8 = None
+                self._in_size = 0
+            self._events.append(frame)
+        elif opcode is Opcode.PING:
+            if self.state is State.OPEN:  # §5.5.2: answer with the same payload
+                self._send(Frame(Opcode.PONG, frame.data))
+            self._events.append(frame)
+        elif opcode is Opcode.PONG:
+            self._events.append(frame)
+        else:  # Opcode.CLOSE
+            self.close_rcvd = Close.parse(frame.data)
+            if self.state is State.OPEN:
+                # §5.5.1: answer with a close frame, echoing the status code.
+                self.send_close(None if self.close_rcvd.code == CloseCode.NO_STATUS_RCVD else self.close_rcvd.code)
+            self.state = State.CLOSING
+            if self.side is Side.SERVER:  # §7.1.1: the server closes TCP first
+                self._send_eof()
+            self._events.append(frame)
+            return True
+        return False
+
+    def _check_size(self, size: int) -> None:
+        if self.max_message_size is not None and size > self.max_message_size:
+            raise PayloadTooBig(f"message of over {self.max_message_size} bytes")
+
+    def _validate_utf8(self, data: bytes, final: bool) -> None:
+        # §8.1: fail as soon as the bytes so far cannot start valid UTF-8, even
+        # before the rest of a fragmented message arrives.
+        try:
+            if self._in_utf8 is not None:
+                self._in_utf8.decode(data, final)
+            else:
+                data.decode()
+        except UnicodeDecodeError as exc:
+            raise InvalidPayload("invalid UTF-8 in a text message") from exc

@@ -1,0 +1,217 @@
+"""The handler API: :class:`WebSocket`, written once and mounted on any stack.
+
+Two styles, both first-class:
+
+* callbacks, as ws4py users write them — subclass and override :meth:`opened`,
+  :meth:`received_message`, :meth:`ponged` and :meth:`closed`; a server calls
+  :meth:`run`, which reads until the connection ends;
+* pull style — ``ws.recv()``, ``for message in ws``, ``with ws: ...``.
+
+Either way ``send``, ``ping`` and ``close`` may be called from any thread.
+All I/O goes through ``self.connection``: a :class:`~ws4web.connection.Connection`
+over a socket, or an adapter's equivalent (ASGI), so handlers never know which.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from .concurrency import THREADING, Primitives
+from .connection import Connection, PingWaiter
+from .exceptions import ConnectionClosed
+from .extensions.base import Extension
+from .frames import CloseCode, Frame
+from .http11 import Request
+from .messages import Data, Message, PongControlMessage
+from .protocol import SERVER, Protocol, Side
+
+__all__ = ["WebSocket"]
+
+logger = logging.getLogger("ws4web.websocket")
+
+
+class WebSocket:
+    """One WebSocket connection, with ws4py's callbacks and a pull-style API.
+
+    ``sock`` is a connected socket-like object (``recv``, ``sendall``,
+    ``shutdown``, ``close``) whose HTTP upgrade is done; ``data`` holds any bytes
+    read past the handshake. ``protocols`` and ``extensions`` are what the
+    handshake negotiated; ``environ`` is the WSGI environ where there is one and
+    ``request`` the parsed upgrade request.
+    """
+
+    def __init__(
+        self,
+        sock: Any = None,
+        protocols: Sequence[str] | None = None,
+        extensions: Sequence[Extension] | None = None,
+        environ: Mapping[str, Any] | None = None,
+        heartbeat_freq: float | None = None,
+        *,
+        side: Side = SERVER,
+        data: bytes = b"",
+        request: Request | None = None,
+        max_message_size: int | None = 2**20,
+        max_frame_size: int | None = None,
+        close_timeout: float | None = 10.0,
+        primitives: Primitives = THREADING,
+        connection: Any = None,
+    ) -> None:
+        self.sock = sock
+        self.protocols = list(protocols or ())
+        self.extensions = list(extensions or ())
+        self.environ = environ
+        self.request = request
+        self.heartbeat_freq = heartbeat_freq
+        if connection is None:
+            protocol = Protocol(
+                side,
+                data=data,
+                max_message_size=max_message_size,
+                max_frame_size=max_frame_size,
+                extensions=self.extensions,
+            )
+            connection = Connection(
+                sock,
+                protocol,
+                primitives=primitives,
+                close_timeout=close_timeout,
+                subprotocol=self.protocols[0] if self.protocols else None,
+            )
+        self.connection = connection
+        connection.on_pong = self._on_pong
+        self._closed_called = False
+
+    # -- callbacks (override these) -----------------------------------------------
+
+    def opened(self) -> None:
+        """Called once, when the connection is ready, before any message."""
+
+    def received_message(self, message: Message) -> None:
+        """Called for each complete message (TextMessage or BinaryMessage)."""
+
+    def ponged(self, message: PongControlMessage) -> None:
+        """Called for each pong received."""
+
+    def closed(self, code: int, reason: str | None = None) -> None:
+        """Called once, when the connection has ended; 1006 if no close frame came."""
+
+    # -- sending -------------------------------------------------------------------
+
+    def send(self, payload: Data | Iterable[str | bytes], binary: bool | None = None) -> None:
+        """Send a message: ``str`` as text, bytes as binary, a Message as its type.
+
+        A generator or other iterable of chunks is sent as one fragmented
+        message, a frame per chunk. ``binary`` forces the message type.
+        """
+        if isinstance(payload, (str, bytes, bytearray, memoryview, Message)):
+            self.connection.send_message(payload, binary)
+        else:
+            self.connection.send_fragments(payload, binary)
+
+    def ping(self, data: bytes | None = None) -> PingWaiter:
+        """Send a ping; wait on the result for its pong (``.latency`` in seconds)."""
+        waiter: PingWaiter = self.connection.ping(data)
+        return waiter
+
+    def pong(self, data: bytes = b"") -> None:
+        self.connection.pong(data)
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake; it completes in the reading thread."""
+        self.connection.close(code, reason)
+
+    def terminate(self) -> None:
+        """Drop the connection at once, without a closing handshake."""
+        self.connection.abort()
+
+    def send_frame(self, frame: Frame) -> None:
+        """Low-level: send one frame exactly as built (any opcode, fin, RSV bits)."""
+        self.connection.send_frame(frame)
+
+    # -- receiving -----------------------------------------------------------------
+
+    def recv(self, timeout: float | None = None) -> Message:
+        """The next message. ConnectionClosed when the connection ends, TimeoutError on timeout."""
+        message: Message = self.connection.recv_message(timeout)
+        return message
+
+    def recv_frame(self, timeout: float | None = None) -> Frame:
+        """Low-level: the next frame, control frames included, unassembled."""
+        frame: Frame = self.connection.recv_frame(timeout)
+        return frame
+
+    def __iter__(self) -> Iterator[Message]:
+        """Messages until the connection closes normally; ConnectionClosedError otherwise."""
+        from .exceptions import ConnectionClosedOK
+
+        while True:
+            try:
+                yield self.recv()
+            except ConnectionClosedOK:
+                return
+
+    def __enter__(self) -> WebSocket:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # -- state ---------------------------------------------------------------------
+
+    @property
+    def terminated(self) -> bool:
+        """True once the connection is closed (ws4py's name)."""
+        return bool(self.connection.closed)
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self.protocols[0] if self.protocols else None
+
+    @property
+    def close_code(self) -> int:
+        return int(self.connection.close_code)
+
+    @property
+    def close_reason(self) -> str:
+        return str(self.connection.close_reason)
+
+    # -- the callback loop ---------------------------------------------------------
+
+    def run(self) -> None:
+        """Call opened(), then received_message() per message, then closed().
+
+        A callback that raises is logged and the connection closed with 1011
+        (Internal Error); the exception goes no further, so a server's other
+        connections never notice.
+        """
+        try:
+            self.opened()
+            while True:
+                self.received_message(self.recv())
+        except ConnectionClosed:
+            pass
+        except Exception:
+            logger.exception("handler %s raised; closing with 1011", type(self).__name__)
+            try:
+                self.close(CloseCode.INTERNAL_ERROR, "internal error")
+            except ConnectionClosed:
+                pass
+            except Exception:  # pragma: no cover - the socket is gone; nothing left to do
+                self.terminate()
+        finally:
+            self._fire_closed()
+
+    def _fire_closed(self) -> None:
+        if self._closed_called:
+            return
+        self._closed_called = True
+        try:
+            self.closed(self.close_code, self.close_reason)
+        except Exception:
+            logger.exception("closed() of %s raised", type(self).__name__)
+
+    def _on_pong(self, frame: Frame) -> None:
+        self.ponged(PongControlMessage(frame.data))
