@@ -252,9 +252,13 @@ class Protocol:
                         raise EOFError
                     yield
                 limit = self.max_frame_size
-                if self.max_message_size is not None and not has_extensions:
-                    # Extensions may shrink frames; they check the decoded size.
+                if self.max_message_size is not None:
                     left = self.max_message_size - self._in_size
+                    if has_extensions:
+                        # A compressed payload may be a little larger than what it
+                        # inflates to (deflate's stored blocks add 5 bytes per 16 KiB);
+                        # extensions check the decoded size themselves.
+                        left += (left >> 10) + 64
                     limit = left if limit is None else min(limit, left)
                 frame = yield from Frame.parse(reader, mask=mask_in, max_size=limit, rsv_mask=rsv_mask)
                 if self._handle(frame):
