@@ -27,7 +27,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 EXAMPLES = ROOT / "examples"
-REPORTS = HERE / "reports"
+# Each run writes to its own folder, so runs started side by side never clobber each other.
+REPORTS = HERE / "reports" / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
 INSTALLER = ROOT.parent / "shared" / "tools" / "install-wstest"
 
 # name -> (example script, module that must be importable for it to run)
@@ -197,8 +198,6 @@ def main() -> int:
     args = parser.parse_args()
 
     wstest = find_wstest()
-    if REPORTS.exists():
-        shutil.rmtree(REPORTS)
     REPORTS.mkdir(parents=True)
     env = dict(os.environ)
     for item in args.env:
@@ -226,7 +225,7 @@ def main() -> int:
         summaries.update(summarize(REPORTS / "clients" / "index.json", [agent]))
 
     failed = False
-    print(f"\nAutobahn ({args.cases}: {','.join(cases)}) in {time.monotonic() - start:.0f}s")
+    print(f"\nAutobahn ({args.cases}: {','.join(cases)}) in {time.monotonic() - start:.0f}s; reports in {REPORTS}")
     for agent, (counts, bad) in summaries.items():
         total = sum(v for k, v in counts.items() if not k.startswith("close "))
         detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))

@@ -83,10 +83,12 @@ def is_valid_close_code(code: int) -> bool:
     return code in _WIRE_CODES or 3000 <= code <= 4999
 
 
-try:  # the optional C accelerator
-    from ._speedups import apply_mask as _c_apply_mask  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover - depends on the build
-    _c_apply_mask = None
+_c_apply_mask = None
+if not os.environ.get("WS4WEB_NO_SPEEDUPS"):  # set it to compare against pure Python
+    try:  # the optional C accelerator
+        from ._speedups import apply_mask as _c_apply_mask  # type: ignore[import-not-found,no-redef,unused-ignore]
+    except ImportError:  # pragma: no cover - depends on the build
+        pass
 
 
 def _py_apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:

@@ -1,0 +1,32 @@
+"""Builds the optional C accelerator; everything else is in setup.cfg.
+
+A machine without a C compiler still installs ws4web: the pure-Python code paths
+are complete, the extension only makes masking faster. WS4WEB_NO_EXTENSIONS=1
+skips the build on purpose.
+"""
+
+import os
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class OptionalBuildExt(build_ext):
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # no compiler, no headers: fall back to pure Python
+            print(f"ws4web: C accelerator not built ({exc}); using pure Python")
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            print(f"ws4web: {ext.name} not built ({exc}); using pure Python")
+
+
+extensions = []
+if not os.environ.get("WS4WEB_NO_EXTENSIONS"):
+    extensions.append(Extension("ws4web._speedups", ["ws4web/_speedups.c"], optional=True, extra_compile_args=["-O3"]))
+
+setup(ext_modules=extensions, cmdclass={"build_ext": OptionalBuildExt})
