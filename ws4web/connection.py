@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .concurrency import THREADING, EventLike, Primitives
-from .exceptions import ConnectionClosedError
+from .exceptions import ConnectionClosed, ConnectionClosedError
 from .frames import CloseCode, Frame, Opcode
 from .messages import Assembler, Data, Message, iter_fragments
 from .protocol import SEND_EOF, Protocol, State
@@ -200,6 +200,31 @@ class Connection:
                     self._frames.clear()  # nothing received after our close is wanted
             finally:
                 self._recv_lock.release()
+
+    def start_keepalive(self, interval: float, timeout: float | None = None) -> None:
+        """Ping every ``interval`` seconds; no pong within ``timeout`` fails with 1011.
+
+        A half-open TCP connection (peer gone without FIN or RST) is thus closed
+        within ``interval + timeout``. Pongs are only seen while some thread reads
+        (``run()``, a ``recv()`` loop).
+        """
+        timeout = interval if timeout is None else timeout
+
+        def keepalive() -> None:
+            while not self._closed.wait(interval):
+                try:
+                    waiter = self.ping()
+                except (ConnectionClosed, ValueError):
+                    return
+                if not waiter.wait(timeout) and not self._closed.is_set():
+                    logger.warning("no pong within %.1f s: closing with 1011", timeout)
+                    with self._lock:
+                        self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive timeout")
+                        self._flush()
+                    self.abort()
+                    return
+
+        self.primitives.spawn(keepalive)
 
     def abort(self) -> None:
         """Drop the TCP connection now, without a closing handshake."""

@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 
+from .auth import Authenticator, check_origin
 from .exceptions import (
     InvalidHandshake,
     InvalidHeader,
@@ -131,9 +132,19 @@ def accept(
     select_subprotocol: SubprotocolSelector | None = None,
     extensions: Sequence[ServerExtensionFactory] = (),
     headers: Sequence[tuple[str, str]] = (),
+    origins: Sequence[str | None] | None = None,
+    authenticate: Authenticator | None = None,
 ) -> Accepted:
-    """Validate ``request`` and build the 101 response, or raise InvalidHandshake."""
+    """Validate ``request`` and build the 101 response, or raise InvalidHandshake.
+
+    ``origins`` is the Origin allow-list (see :mod:`ws4web.auth`; None checks
+    nothing); ``authenticate(request)`` may raise Unauthorized / Forbidden.
+    """
     key = check_request(request)
+    if origins is not None:
+        check_origin(request, origins)
+    if authenticate is not None:
+        authenticate(request)
     response_headers = Headers(
         [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept_key(key))]
     )

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from .auth import Authenticator
 from .exceptions import InvalidHandshake
 from .extensions.base import ServerExtensionFactory
 from .frames import CloseCode
@@ -50,6 +51,8 @@ class WebSocketServer:
         select_subprotocol: SubprotocolSelector | None = None,
         extensions: Sequence[ServerExtensionFactory] = (),
         process_request: ProcessRequest | None = None,
+        origins: Sequence[str | None] | None = None,
+        authenticate: Authenticator | None = None,
         handshake_timeout: float | None = 10.0,
         max_line: int = MAX_LINE,
         max_headers: int = MAX_HEADERS,
@@ -63,6 +66,8 @@ class WebSocketServer:
         self.select_subprotocol = select_subprotocol
         self.extensions = list(extensions)
         self.process_request = process_request
+        self.origins = origins
+        self.authenticate = authenticate
         self.handshake_timeout = handshake_timeout
         self.max_line = max_line
         self.max_headers = max_headers
@@ -149,6 +154,8 @@ class WebSocketServer:
                 select_subprotocol=self.select_subprotocol,
                 extensions=self.extensions,
                 process_request=self.process_request,
+                origins=self.origins,
+                authenticate=self.authenticate,
                 timeout=self.handshake_timeout,
                 max_line=self.max_line,
                 max_headers=self.max_headers,

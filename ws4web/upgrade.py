@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
+from .auth import Authenticator
 from .exceptions import InvalidHandshake, InvalidMessage
 from .extensions.base import ClientExtensionFactory, Extension, ServerExtensionFactory
 from .handshake import SubprotocolSelector, accept, check_response, client_request, generate_key, reject
@@ -87,6 +88,8 @@ def server_handshake(
     select_subprotocol: SubprotocolSelector | None = None,
     extensions: Sequence[ServerExtensionFactory] = (),
     process_request: ProcessRequest | None = None,
+    origins: Sequence[str | None] | None = None,
+    authenticate: Authenticator | None = None,
     timeout: float | None = 10.0,
     max_line: int = MAX_LINE,
     max_headers: int = MAX_HEADERS,
@@ -104,7 +107,12 @@ def server_handshake(
             refusal = process_request(request)
         if refusal is None:
             accepted = accept(
-                request, subprotocols=subprotocols, select_subprotocol=select_subprotocol, extensions=extensions
+                request,
+                subprotocols=subprotocols,
+                select_subprotocol=select_subprotocol,
+                extensions=extensions,
+                origins=origins,
+                authenticate=authenticate,
             )
     except InvalidHandshake as exc:
         _send_quietly(sock, reject(exc).serialize())

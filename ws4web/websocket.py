@@ -40,6 +40,10 @@ class WebSocket:
     read past the handshake. ``protocols`` and ``extensions`` are what the
     handshake negotiated; ``environ`` is the WSGI environ where there is one and
     ``request`` the parsed upgrade request.
+
+    ``ping_interval`` (or ws4py's ``heartbeat_freq``) turns on keepalive pings
+    while :meth:`run` reads: a peer that does not answer within ``ping_timeout``
+    (default: the interval) is dropped after a 1011 close frame.
     """
 
     def __init__(
@@ -56,6 +60,8 @@ class WebSocket:
         max_message_size: int | None = 2**20,
         max_frame_size: int | None = None,
         close_timeout: float | None = 10.0,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
         primitives: Primitives = THREADING,
         connection: Any = None,
     ) -> None:
@@ -65,6 +71,9 @@ class WebSocket:
         self.environ = environ
         self.request = request
         self.heartbeat_freq = heartbeat_freq
+        #: keepalive: ping this often while run() reads (ws4py's heartbeat_freq)
+        self.ping_interval = ping_interval if ping_interval is not None else heartbeat_freq
+        self.ping_timeout = ping_timeout
         if connection is None:
             protocol = Protocol(
                 side,
@@ -188,6 +197,8 @@ class WebSocket:
         connections never notice.
         """
         try:
+            if self.ping_interval:
+                self.connection.start_keepalive(self.ping_interval, self.ping_timeout)
             self.opened()
             while True:
                 self.received_message(self.recv())
