@@ -155,7 +155,7 @@ def run_client(wstest: str, cases: list[str], exclude: list[str], env: dict[str,
     spec_path = REPORTS / "fuzzingserver.json"
     spec_path.write_text(json.dumps(spec, indent=2))
     server = subprocess.Popen(
-        [wstest, "-m", "fuzzingserver", "-s", str(spec_path)], stdout=subprocess.DEVNULL, cwd=REPORTS
+        [wstest, "-m", "fuzzingserver", "-s", str(spec_path), "--webport", "0"], stdout=subprocess.DEVNULL, cwd=REPORTS
     )
     try:
         wait_port(port, server)  # type: ignore[arg-type]
