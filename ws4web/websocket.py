@@ -199,11 +199,21 @@ class WebSocket:
         try:
             if self.ping_interval:
                 self.connection.start_keepalive(self.ping_interval, self.ping_timeout)
-            self.opened()
-            while True:
-                self.received_message(self.recv())
+            if self._guard(self.opened):
+                while self._guard(self.received_message, self.recv()):
+                    pass
         except ConnectionClosed:
             pass
+        finally:
+            self._fire_closed()
+
+    def _guard(self, callback: Any, *args: Any) -> bool:
+        """Run one callback; if it raises, log it, close with 1011 and return False."""
+        try:
+            callback(*args)
+            return True
+        except ConnectionClosed:
+            raise
         except Exception:
             logger.exception("handler %s raised; closing with 1011", type(self).__name__)
             try:
@@ -212,8 +222,7 @@ class WebSocket:
                 pass
             except Exception:  # pragma: no cover - the socket is gone; nothing left to do
                 self.terminate()
-        finally:
-            self._fire_closed()
+            return False
 
     def _fire_closed(self) -> None:
         if self._closed_called:
