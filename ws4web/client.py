@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import socket
 import ssl
-import threading
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -195,9 +194,3 @@ class WebSocketClient(WebSocket):
     def run_forever(self) -> None:
         """Run the callback loop until the connection closes."""
         self.run()
-
-    def start(self) -> threading.Thread:
-        """Run the callback loop in a background thread (ws4py's threaded client)."""
-        thread = threading.Thread(target=self.run, name="ws4web-client", daemon=True)
-        thread.start()
-        return thread

@@ -106,7 +106,7 @@ class Protocol:
 
     # -- the contract ---------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes read from the transport."""
         if self._reader.eof:
             return  # nothing is read after EOF; a late write from the peer is moot
@@ -138,12 +138,24 @@ class Protocol:
 
     @property
     def close_code(self) -> int:
-        """The code the peer closed with; 1006 if no close frame arrived (§7.1.5)."""
-        return self.close_rcvd.code if self.close_rcvd else CloseCode.ABNORMAL_CLOSURE
+        """The code the peer closed with; 1006 if no close frame arrived (§7.1.5).
+
+        When this side failed the connection (§7.1.7), the peer's answer is not
+        read, so this is the code we failed with (1002, 1007, 1009, 1011).
+        """
+        if self.close_rcvd is not None:
+            return self.close_rcvd.code
+        if self.failure is not None and self.close_sent is not None:
+            return self.close_sent.code
+        return CloseCode.ABNORMAL_CLOSURE
 
     @property
     def close_reason(self) -> str:
-        return self.close_rcvd.reason if self.close_rcvd else ""
+        if self.close_rcvd is not None:
+            return self.close_rcvd.reason
+        if self.failure is not None and self.close_sent is not None:
+            return self.close_sent.reason
+        return ""
 
     def close_exc(self) -> ConnectionClosed:
         """The exception that tells a caller the connection is closed."""
@@ -193,6 +205,8 @@ class Protocol:
         This is where every error becomes a close code: ProtocolError 1002,
         InvalidPayload 1007, PayloadTooBig 1009, anything unexpected 1011.
         """
+        if self.failure is None:
+            self.failure = ProtocolError(reason or f"failed with {code}")
         if self.state is State.OPEN:
             if not is_valid_close_code(code):
                 code = CloseCode.PROTOCOL_ERROR

@@ -1,9 +1,17 @@
-"""A threaded WebSocket server on the standard library alone.
+"""A WebSocket server on the standard library alone.
 
-One thread per connection, created on accept: the TLS and HTTP handshakes run
-in that thread, bounded by ``handshake_timeout``, so a slow client never blocks
-the accept loop. ``shutdown()`` stops accepting, sends 1001 (Going Away) to every
-open connection, waits up to a deadline, then drops whatever is left.
+Two ways to run the connections, same handlers:
+
+* ``io="reactor"`` (the default): one selector thread owns every socket, does the
+  TLS and HTTP handshakes without blocking, and runs handler callbacks on a small
+  elastic worker pool (:mod:`ws4web.reactor`). Thousands of idle connections cost
+  no threads.
+* ``io="threads"``: a thread per connection running :meth:`WebSocket.run`; handlers
+  may use the pull style (``recv()``) and block as they like.
+
+Either way the handshakes are bounded by ``handshake_timeout`` (a slow client never
+blocks the accept loop) and ``shutdown()`` stops accepting, sends 1001 (Going
+Away) to every open connection, waits up to a deadline, then drops the rest.
 """
 
 from __future__ import annotations
@@ -18,13 +26,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from .auth import Authenticator
-from .exceptions import InvalidHandshake
+from .exceptions import InvalidHandshake, InvalidMessage
 from .extensions.base import ServerExtensionFactory
 from .frames import CloseCode
-from .handshake import SubprotocolSelector
-from .http11 import MAX_HEADERS, MAX_LINE
+from .handshake import SubprotocolSelector, reject
+from .http11 import MAX_HEADERS, MAX_LINE, Request, parse_request
 from .protocol import SERVER
-from .upgrade import ProcessRequest, server_handshake
+from .reactor import Reactor, ReactorConnection, Timer
+from .streams import StreamReader
+from .upgrade import ProcessRequest, answer_request, server_handshake
 from .websocket import WebSocket
 
 __all__ = ["WebSocketServer", "serve"]
@@ -37,7 +47,7 @@ class WebSocketServer:
 
     ``port=0`` picks a free port (read it back from :attr:`port`). Extra keyword
     arguments go to every handler (``max_message_size``, ``max_frame_size``,
-    ``close_timeout`` ...).
+    ``close_timeout``, ``ping_interval`` ...).
     """
 
     def __init__(
@@ -46,6 +56,7 @@ class WebSocketServer:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
+        io: str = "reactor",
         ssl_context: ssl.SSLContext | None = None,
         subprotocols: Sequence[str] = (),
         select_subprotocol: SubprotocolSelector | None = None,
@@ -56,33 +67,40 @@ class WebSocketServer:
         handshake_timeout: float | None = 10.0,
         max_line: int = MAX_LINE,
         max_headers: int = MAX_HEADERS,
-        backlog: int = 512,
+        max_workers: int = 64,
+        backlog: int = 1024,
         sock: socket.socket | None = None,
         **handler_options: Any,
     ) -> None:
+        if io not in ("reactor", "threads"):
+            raise ValueError("io must be 'reactor' or 'threads'")
         self.handler_cls = handler_cls
+        self.io = io
         self.ssl_context = ssl_context
-        self.subprotocols = list(subprotocols)
-        self.select_subprotocol = select_subprotocol
-        self.extensions = list(extensions)
-        self.process_request = process_request
-        self.origins = origins
-        self.authenticate = authenticate
         self.handshake_timeout = handshake_timeout
         self.max_line = max_line
         self.max_headers = max_headers
         self.handler_options = handler_options
+        self.answer_options: dict[str, Any] = {
+            "subprotocols": list(subprotocols),
+            "select_subprotocol": select_subprotocol,
+            "extensions": list(extensions),
+            "process_request": process_request,
+            "origins": origins,
+            "authenticate": authenticate,
+        }
         if sock is None:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.create_server((host, port), family=family, backlog=backlog)
         self.socket = sock
+        self.reactor = Reactor(max_workers=max_workers).start() if io == "reactor" else None
         self.websockets: set[WebSocket] = set()
-        self._sockets: set[socket.socket] = set()  # every accepted socket still open
+        self._sockets: set[Any] = set()  # every accepted socket not yet released
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._threads = 0
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        self._serving = False
         self._wakeup_r, self._wakeup_w = socket.socketpair()
 
     @property
@@ -105,8 +123,11 @@ class WebSocketServer:
         thread.start()
         return thread
 
+    # -- accepting -------------------------------------------------------------------
+
     def serve_forever(self) -> None:
         """Accept connections until :meth:`shutdown`."""
+        self._serving = True
         selector = selectors.DefaultSelector()
         self.socket.setblocking(False)
         selector.register(self.socket, selectors.EVENT_READ)
@@ -121,58 +142,77 @@ class WebSocketServer:
             self._stopped.set()
 
     def _accept(self) -> None:
-        try:
-            sock, addr = self.socket.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:  # e.g. EMFILE: log, keep serving the others
-            logger.warning("accept failed: %s", exc)
-            time.sleep(0.01)
-            return
-        sock.setblocking(True)
-        with self._lock:
-            if self._stopping.is_set():
-                sock.close()
+        for _ in range(64):  # drain the backlog, but let shutdown get a word in
+            try:
+                sock, addr = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
                 return
-            self._threads += 1
-            self._sockets.add(sock)
-        threading.Thread(target=self._serve_one, args=(sock, addr), name=f"ws4web-{addr}", daemon=True).start()
+            except OSError as exc:  # e.g. EMFILE: log, keep serving the others
+                logger.warning("accept failed: %s", exc)
+                time.sleep(0.01)
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    sock.close()
+                    return
+                self._sockets.add(sock)
+            if self.reactor is not None:
+                handshake = _Handshake(self, self.reactor, sock, addr)
+                self.reactor.call_soon(handshake.begin)
+            else:
+                sock.setblocking(True)
+                threading.Thread(
+                    target=self._serve_thread, args=(sock, addr), name=f"ws4web-{addr}", daemon=True
+                ).start()
 
-    def _serve_one(self, sock: socket.socket, addr: Any) -> None:
+    def _release(self, sock: Any, websocket: WebSocket | None = None) -> None:
+        with self._lock:
+            if websocket is not None:
+                self.websockets.discard(websocket)
+            self._sockets.discard(sock)
+            self._idle.notify_all()
+
+    def _swap(self, old: Any, new: Any) -> None:
+        with self._lock:
+            self._sockets.discard(old)
+            self._sockets.add(new)
+
+    def _make_handler(self, sock: Any, result: Any) -> WebSocket:
+        websocket = self.handler_cls(
+            sock,
+            protocols=[result.subprotocol] if result.subprotocol else [],
+            extensions=result.extensions,
+            side=SERVER,
+            data=result.data,
+            request=result.request,
+            reactor=self.reactor,
+            **self.handler_options,
+        )
+        with self._lock:
+            self.websockets.add(websocket)
+            stopping = self._stopping.is_set()
+        if stopping:
+            websocket.close(CloseCode.GOING_AWAY, "server shutting down")
+        return websocket
+
+    # -- thread per connection ---------------------------------------------------------
+
+    def _serve_thread(self, sock: Any, addr: Any) -> None:
         websocket = None
         try:
             if self.ssl_context is not None:
                 sock.settimeout(self.handshake_timeout)
                 raw, sock = sock, self.ssl_context.wrap_socket(sock, server_side=True)
-                with self._lock:
-                    self._sockets.discard(raw)
-                    self._sockets.add(sock)
+                self._swap(raw, sock)
                 sock.settimeout(None)
             result = server_handshake(
                 sock,
-                subprotocols=self.subprotocols,
-                select_subprotocol=self.select_subprotocol,
-                extensions=self.extensions,
-                process_request=self.process_request,
-                origins=self.origins,
-                authenticate=self.authenticate,
                 timeout=self.handshake_timeout,
                 max_line=self.max_line,
                 max_headers=self.max_headers,
+                **self.answer_options,
             )
-            websocket = self.handler_cls(
-                sock,
-                protocols=[result.subprotocol] if result.subprotocol else [],
-                extensions=result.extensions,
-                side=SERVER,
-                data=result.data,
-                request=result.request,
-                **self.handler_options,
-            )
-            with self._lock:
-                if self._stopping.is_set():
-                    websocket.close(CloseCode.GOING_AWAY, "server shutting down")
-                self.websockets.add(websocket)
+            websocket = self._make_handler(sock, result)
             websocket.run()
         except InvalidHandshake as exc:
             logger.info("handshake from %s refused: %s", addr, exc)
@@ -181,16 +221,37 @@ class WebSocketServer:
         except Exception:
             logger.exception("unexpected error serving %s", addr)
         finally:
-            with self._lock:
-                if websocket is not None:
-                    self.websockets.discard(websocket)
-                self._sockets.discard(sock)
-                self._threads -= 1
-                self._idle.notify_all()
             try:
                 sock.close()
             except OSError:  # pragma: no cover
                 pass
+            self._release(sock, websocket)
+
+    # -- reactor: handshake finished on the worker pool ---------------------------------
+
+    def _finish_handshake(self, sock: Any, addr: Any, request: Request, data: bytes) -> None:
+        try:
+            sock.setblocking(True)
+            sock.settimeout(self.handshake_timeout)  # bounds writing the answer
+            result = answer_request(sock, request, data, **self.answer_options)
+            websocket = self._make_handler(sock, result)
+        except InvalidHandshake as exc:
+            logger.info("handshake from %s refused: %s", addr, exc)
+            sock.close()
+            self._release(sock)
+            return
+        except Exception as exc:
+            if not isinstance(exc, OSError):
+                logger.exception("unexpected error in the handshake with %s", addr)
+            sock.close()
+            self._release(sock)
+            return
+        connection = websocket.connection
+        if isinstance(connection, ReactorConnection):
+            connection.on_teardown = lambda: self._release(sock, websocket)
+        websocket.start()
+
+    # -- broadcasting and shutdown -------------------------------------------------------
 
     def broadcast(self, payload: Any, binary: bool | None = None) -> None:
         """Send one message to every open connection (failures are skipped)."""
@@ -210,10 +271,12 @@ class WebSocketServer:
             already = self._stopping.is_set()
             self._stopping.set()
             targets = list(self.websockets)
-        if not already:
-            self._wakeup_w.send(b"x")
+        if already:
+            return
+        self._wakeup_w.send(b"x")
+        if self._serving:
             self._stopped.wait(timeout)
-            self.socket.close()
+        self.socket.close()
         for websocket in targets:
             try:
                 websocket.close(code, reason)
@@ -221,7 +284,7 @@ class WebSocketServer:
                 logger.debug("closing %r failed: %s", websocket, exc)
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._threads and time.monotonic() < deadline:
+            while self._sockets and time.monotonic() < deadline:
                 self._idle.wait(deadline - time.monotonic())
             leftovers = list(self._sockets)
         for sock in leftovers:  # past the deadline: drop them
@@ -229,9 +292,116 @@ class WebSocketServer:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        if not already:
-            self._wakeup_r.close()
-            self._wakeup_w.close()
+        if self.reactor is not None:
+            self.reactor.stop(timeout=1.0)
+        self._wakeup_r.close()
+        self._wakeup_w.close()
+
+
+class _Handshake:
+    """Reactor side of one server handshake: TLS, then the HTTP request, without blocking."""
+
+    __slots__ = ("addr", "parser", "reactor", "reader", "server", "sock", "timer", "tls_done")
+
+    def __init__(self, server: WebSocketServer, reactor: Reactor, sock: Any, addr: Any) -> None:
+        self.server = server
+        self.reactor = reactor
+        self.sock = sock
+        self.addr = addr
+        self.reader = StreamReader()
+        self.parser = parse_request(self.reader, max_line=server.max_line, max_headers=server.max_headers)
+        self.tls_done = server.ssl_context is None
+        self.timer: Timer | None = None
+
+    def begin(self) -> None:
+        sock = self.sock
+        sock.setblocking(False)
+        if not self.tls_done:
+            assert self.server.ssl_context is not None
+            try:
+                tls = self.server.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            except (OSError, ssl.SSLError):
+                self._drop()
+                return
+            self.server._swap(sock, tls)
+            self.sock = tls
+        if self.server.handshake_timeout is not None:
+            self.timer = self.reactor.call_later(self.server.handshake_timeout, self._timed_out)
+        next(self.parser)
+        self.reactor.register(self.sock, selectors.EVENT_READ, self)
+
+    def _on_io(self, mask: int) -> None:
+        if not self.tls_done:
+            try:
+                self.sock.do_handshake()
+            except ssl.SSLWantReadError:
+                self.reactor.modify(self.sock, selectors.EVENT_READ, self)
+                return
+            except ssl.SSLWantWriteError:
+                self.reactor.modify(self.sock, selectors.EVENT_WRITE, self)
+                return
+            except (OSError, ssl.SSLError) as exc:
+                logger.info("TLS handshake with %s failed: %s", self.addr, exc)
+                self._drop()
+                return
+            self.tls_done = True
+            self.reactor.modify(self.sock, selectors.EVENT_READ, self)
+        data = self.reactor.recv_into(self.sock)
+        if data is None:
+            return
+        try:
+            if data:
+                self.reader.feed_data(data)
+            else:
+                self.reader.feed_eof()
+            next(self.parser)
+        except StopIteration as done:
+            self._parsed(done.value)
+        except InvalidMessage as exc:
+            self._refuse(exc)
+
+    def _parsed(self, request: Request) -> None:
+        self._detach()
+        data = self.reader.take(len(self.reader.buffer))
+        self.reactor.pool.submit(lambda: self.server._finish_handshake(self.sock, self.addr, request, data))
+
+    def _refuse(self, exc: InvalidHandshake) -> None:
+        self._detach()
+        logger.info("handshake from %s refused: %s", self.addr, exc)
+        response = reject(exc).serialize()
+
+        def send_refusal() -> None:
+            try:
+                self.sock.setblocking(True)
+                self.sock.settimeout(1.0)
+                self.sock.sendall(response)
+            except OSError:
+                pass
+            self._close()
+
+        self.reactor.pool.submit(send_refusal)
+
+    def _timed_out(self) -> None:
+        self._refuse(InvalidMessage("handshake timed out", status=408))
+
+    def _detach(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.reactor.unregister(self.sock)
+
+    def _drop(self) -> None:
+        self._detach()
+        self._close()
+
+    def _close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.server._release(self.sock)
+
+    def _teardown(self) -> None:  # called by the reactor if _on_io raised
+        self._drop()
 
 
 def serve(handler_cls: type[WebSocket] = WebSocket, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:

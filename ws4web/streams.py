@@ -36,7 +36,7 @@ class StreamReader:
         self.buffer = bytearray(data)
         self.eof = False
 
-    def feed_data(self, data: bytes) -> None:
+    def feed_data(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes received from the transport."""
         if self.eof:
             raise EOFError("data fed after end of stream")

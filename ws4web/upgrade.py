@@ -84,46 +84,62 @@ class ServerHandshakeResult:
 def server_handshake(
     sock: Any,
     *,
+    timeout: float | None = 10.0,
+    max_line: int = MAX_LINE,
+    max_headers: int = MAX_HEADERS,
+    **options: Any,
+) -> ServerHandshakeResult:
+    """Read the upgrade request from ``sock`` and answer it.
+
+    ``options`` are those of :func:`answer_request`. On failure the refusal is
+    sent (its status from the exception) and the InvalidHandshake is raised; the
+    caller closes the socket.
+    """
+    reader = StreamReader()
+    try:
+        request = _run_parser(sock, reader, parse_request(reader, max_line=max_line, max_headers=max_headers), timeout)
+    except InvalidHandshake as exc:
+        _send_quietly(sock, reject(exc).serialize())
+        raise
+    return answer_request(sock, request, bytes(reader.buffer), **options)
+
+
+def answer_request(
+    sock: Any,
+    request: Request,
+    data: bytes = b"",
+    *,
     subprotocols: Sequence[str] = (),
     select_subprotocol: SubprotocolSelector | None = None,
     extensions: Sequence[ServerExtensionFactory] = (),
     process_request: ProcessRequest | None = None,
     origins: Sequence[str | None] | None = None,
     authenticate: Authenticator | None = None,
-    timeout: float | None = 10.0,
-    max_line: int = MAX_LINE,
-    max_headers: int = MAX_HEADERS,
 ) -> ServerHandshakeResult:
-    """Read the upgrade request from ``sock`` and answer it.
+    """Validate a parsed upgrade request and write the answer to ``sock``.
 
-    On failure the refusal is sent (its status from the exception) and the
-    InvalidHandshake is raised; the caller closes the socket.
+    ``process_request(request)`` runs first and may answer instead (a Response);
+    then the RFC 6455 checks, the Origin allow-list and ``authenticate``.
+    ``data`` is what the client sent after its request.
     """
-    reader = StreamReader()
-    refusal = None
-    try:
-        request = _run_parser(sock, reader, parse_request(reader, max_line=max_line, max_headers=max_headers), timeout)
-        if process_request is not None:
-            refusal = process_request(request)
-        if refusal is None:
-            accepted = accept(
-                request,
-                subprotocols=subprotocols,
-                select_subprotocol=select_subprotocol,
-                extensions=extensions,
-                origins=origins,
-                authenticate=authenticate,
-            )
-    except InvalidHandshake as exc:
-        _send_quietly(sock, reject(exc).serialize())
-        raise
+    refusal = process_request(request) if process_request is not None else None
     if refusal is not None:
         _send_quietly(sock, refusal.serialize())
         raise InvalidHandshake(f"refused by process_request with {refusal.status}", status=refusal.status)
+    try:
+        accepted = accept(
+            request,
+            subprotocols=subprotocols,
+            select_subprotocol=select_subprotocol,
+            extensions=extensions,
+            origins=origins,
+            authenticate=authenticate,
+        )
+    except InvalidHandshake as exc:
+        _send_quietly(sock, reject(exc).serialize())
+        raise
     sock.sendall(accepted.response.serialize())
-    return ServerHandshakeResult(
-        request, accepted.response, accepted.subprotocol, accepted.extensions, bytes(reader.buffer)
-    )
+    return ServerHandshakeResult(request, accepted.response, accepted.subprotocol, accepted.extensions, data)
 
 
 def _send_quietly(sock: Any, data: bytes) -> None:

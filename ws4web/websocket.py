@@ -26,6 +26,7 @@ from .frames import CloseCode, Frame
 from .http11 import Request
 from .messages import Data, Message, PongControlMessage
 from .protocol import SERVER, Protocol, Side
+from .reactor import Reactor, ReactorConnection
 
 __all__ = ["WebSocket"]
 
@@ -40,6 +41,10 @@ class WebSocket:
     read past the handshake. ``protocols`` and ``extensions`` are what the
     handshake negotiated; ``environ`` is the WSGI environ where there is one and
     ``request`` the parsed upgrade request.
+
+    With ``reactor=`` the connection is driven by a shared selector loop
+    (:mod:`ws4web.reactor`): call :meth:`start` instead of :meth:`run`; callbacks
+    then run on the reactor's worker pool and ``recv()`` is not available.
 
     ``ping_interval`` (or ws4py's ``heartbeat_freq``) turns on keepalive pings
     while :meth:`run` reads: a peer that does not answer within ``ping_timeout``
@@ -63,6 +68,7 @@ class WebSocket:
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         primitives: Primitives = THREADING,
+        reactor: Reactor | None = None,
         connection: Any = None,
     ) -> None:
         self.sock = sock
@@ -82,13 +88,15 @@ class WebSocket:
                 max_frame_size=max_frame_size,
                 extensions=self.extensions,
             )
-            connection = Connection(
-                sock,
-                protocol,
-                primitives=primitives,
-                close_timeout=close_timeout,
-                subprotocol=self.protocols[0] if self.protocols else None,
-            )
+            subprotocol = self.protocols[0] if self.protocols else None
+            if reactor is not None:
+                connection = ReactorConnection(
+                    sock, protocol, reactor, close_timeout=close_timeout, subprotocol=subprotocol
+                )
+            else:
+                connection = Connection(
+                    sock, protocol, primitives=primitives, close_timeout=close_timeout, subprotocol=subprotocol
+                )
         self.connection = connection
         connection.on_pong = self._on_pong
         self._closed_called = False
@@ -188,6 +196,16 @@ class WebSocket:
         return str(self.connection.close_reason)
 
     # -- the callback loop ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Deliver callbacks in the background: on the reactor if this connection
+        has one, else in a new thread running :meth:`run`."""
+        if isinstance(self.connection, ReactorConnection):
+            if self.ping_interval:
+                self.connection.start_keepalive(self.ping_interval, self.ping_timeout)
+            self.connection.start(self)
+        else:
+            self.connection.primitives.spawn(self.run)
 
     def run(self) -> None:
         """Call opened(), then received_message() per message, then closed().
