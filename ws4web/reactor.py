@@ -233,10 +233,13 @@ class ReactorConnection:
         self.on_ping: Any = None
         self.on_pong: Any = None
         self._lock = threading.Lock()
-        self._drained = threading.Condition(self._lock)
+        # Created on first need: a Condition or Event holds a deque of ~700 bytes,
+        # and most connections never wait on either.
+        self._drained: threading.Condition | None = None
+        self._closed_event: threading.Event | None = None
+        self._is_closed = False
         self._send_lock = threading.Lock()
-        self._closed = threading.Event()
-        self._out: deque[bytes | memoryview] = deque()
+        self._out: list[bytes | memoryview] = []
         self._out_size = 0
         self._eof_pending = False
         self._events = 0  # selector interest currently registered
@@ -263,7 +266,7 @@ class ReactorConnection:
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self._is_closed
 
     @property
     def close_code(self) -> int:
@@ -274,7 +277,13 @@ class ReactorConnection:
         return self.protocol.close_reason
 
     def wait_closed(self, timeout: float | None = None) -> bool:
-        return self._closed.wait(timeout)
+        with self._lock:
+            if self._is_closed:
+                return True
+            if self._closed_event is None:
+                self._closed_event = threading.Event()
+            event = self._closed_event
+        return event.wait(timeout)
 
     # -- starting --------------------------------------------------------------------------
 
@@ -365,7 +374,7 @@ class ReactorConnection:
     def abort(self) -> None:
         self.reactor.call_soon(self._teardown)
         if not self.reactor.in_loop:
-            self._closed.wait(5.0)
+            self.wait_closed(5.0)
 
     def recv_message(self, timeout: float | None = None) -> Message:
         raise NotImplementedError(
@@ -379,7 +388,7 @@ class ReactorConnection:
         timeout = interval if timeout is None else timeout
 
         def tick() -> None:
-            if self._closed.is_set() or self.protocol.state is not State.OPEN:
+            if self._is_closed or self.protocol.state is not State.OPEN:
                 return
             try:
                 waiter = self.ping()
@@ -387,7 +396,7 @@ class ReactorConnection:
                 return
 
             def check() -> None:
-                if not waiter.wait(0) and not self._closed.is_set():
+                if not waiter.wait(0) and not self._is_closed:
                     logger.warning("no pong within %.1f s: closing with 1011", timeout)
                     with self._lock:
                         self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive timeout")
@@ -431,7 +440,7 @@ class ReactorConnection:
             if sent < len(data):
                 out[0] = memoryview(data)[sent:]
                 break
-            out.popleft()
+            del out[0]
         if not out:
             if self._eof_pending and not self._torn_down:
                 self._eof_pending = False
@@ -439,7 +448,7 @@ class ReactorConnection:
                     sock.shutdown(socket.SHUT_WR)
                 except OSError:
                     pass
-            if self._out_size <= self.max_send_buffer:
+            if self._drained is not None and self._out_size <= self.max_send_buffer:
                 self._drained.notify_all()
         self._want(_WRITE, bool(out))
 
@@ -447,6 +456,8 @@ class ReactorConnection:
         # A handler that sends faster than the peer reads waits here instead of
         # growing the buffer without bound; the loop thread itself never waits.
         while self._out_size > self.max_send_buffer and not self._torn_down and not self.reactor.in_loop:
+            if self._drained is None:
+                self._drained = threading.Condition(self._lock)
             self._drained.wait(1.0)
         if self._torn_down and self.protocol.state is not State.CLOSED:
             raise ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "", None)
@@ -456,7 +467,8 @@ class ReactorConnection:
         self.protocol.data_to_send()
         self._out.clear()
         self._out_size = 0
-        self._drained.notify_all()
+        if self._drained is not None:
+            self._drained.notify_all()
         self.reactor.call_soon(self._teardown)
 
     def _want(self, event: int, on: bool) -> None:
@@ -547,12 +559,11 @@ class ReactorConnection:
     def _run_callback(self, callback: Any, *args: Any) -> None:
         if self._handler_failed:
             return
-        guard = getattr(self._handler, "_guard", None)
-        if guard is not None:
-            if not guard(callback, *args):
+        try:
+            if not self._handler._guard(callback, *args):
                 self._handler_failed = True
-        else:
-            callback(*args)
+        except ConnectionClosed:
+            pass  # the peer closed while the handler was sending: not an error
 
     def _arm_close_timer(self) -> None:
         if self._close_timer is None and self.close_timeout is not None and not self._torn_down:
@@ -578,7 +589,8 @@ class ReactorConnection:
                 self.protocol.data_to_send()
             self._out.clear()
             self._out_size = 0
-            self._drained.notify_all()
+            if self._drained is not None:
+                self._drained.notify_all()
         if self._close_timer is not None:
             self._close_timer.cancel()
         if self._events:
@@ -589,7 +601,10 @@ class ReactorConnection:
         except OSError:
             pass
         self.reactor.connections.discard(self)
-        self._closed.set()
+        with self._lock:
+            self._is_closed = True
+            if self._closed_event is not None:
+                self._closed_event.set()
         if self.on_teardown is not None:
             self.reactor._call(self.on_teardown)
         handler = self._handler
