@@ -6,6 +6,9 @@ Two ways to run the connections, same handlers:
   TLS and HTTP handshakes without blocking, and runs handler callbacks on a small
   elastic worker pool (:mod:`ws4web.reactor`). Thousands of idle connections cost
   no threads.
+  ``max_workers=0`` runs the callbacks in the loop thread itself: no thread
+  handoff per message (the lowest latency), for handlers that never block — one
+  that does stalls every connection, as in asyncio.
 * ``io="threads"``: a thread per connection running :meth:`WebSocket.run`; handlers
   may use the pull style (``recv()``) and block as they like.
 
