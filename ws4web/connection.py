@@ -195,9 +195,10 @@ class Connection:
                 self._flush()
         if self._recv_lock.acquire(blocking=False):
             try:
+                # Messages that arrive meanwhile stay queued: recv() still returns
+                # them before it reports the close (nothing accepted is lost).
                 while not self._closed.is_set():
                     self._receive(None)
-                    self._frames.clear()  # nothing received after our close is wanted
             finally:
                 self._recv_lock.release()
 
