@@ -184,6 +184,16 @@ class WebSocket:
         return bool(self.connection.closed)
 
     @property
+    def local_address(self) -> Any:
+        """This end's socket address, where there is a socket (ws4py's name)."""
+        return _sockname(self.sock, "getsockname")
+
+    @property
+    def peer_address(self) -> Any:
+        """The peer's socket address, where there is a socket (ws4py's name)."""
+        return _sockname(self.sock, "getpeername")
+
+    @property
     def subprotocol(self) -> str | None:
         return self.protocols[0] if self.protocols else None
 
@@ -253,3 +263,10 @@ class WebSocket:
 
     def _on_pong(self, frame: Frame) -> None:
         self.ponged(PongControlMessage(frame.data))
+
+
+def _sockname(sock: Any, method: str) -> Any:
+    try:
+        return getattr(sock, method)()
+    except (AttributeError, OSError):
+        return None
