@@ -152,6 +152,12 @@ class Connection:
                         self.protocol.send_continuation(payload, fin)
                     self._flush()
 
+    def send_prepared(self, message: Frame, wire: bytes) -> None:
+        """Send a frame serialized once for many recipients (see Protocol.send_prepared)."""
+        with self._send_lock, self._lock:
+            self.protocol.send_prepared(message, wire)
+            self._flush()
+
     def send_frame(self, frame: Frame) -> None:
         """Send any frame as it is (low-level access)."""
         with self._send_lock, self._lock:

@@ -194,6 +194,25 @@ class Protocol:
         self.state = State.CLOSING
         self._send(Frame(Opcode.CLOSE, payload))
 
+    def can_send_prepared(self) -> bool:
+        """Whether :meth:`send_prepared` applies: a server with no frame-transforming
+        extension (their state, e.g. a compression context, is per connection)."""
+        return self.side is Side.SERVER and not self.extensions
+
+    def send_prepared(self, message: Frame, wire: bytes) -> None:
+        """Send ``wire``, the serialized (unmasked) bytes of ``message``, as they are.
+
+        A broadcast frames a message once and writes the same bytes to every
+        recipient. Falls back to serializing ``message`` where that is not valid.
+        """
+        self._check_open()
+        if self._out_opcode is not None:
+            raise ValueError("a fragmented message is in progress; finish it first")
+        if self.can_send_prepared():
+            self._writes.append(wire)
+        else:
+            self._send(message)
+
     def send_frame(self, frame: Frame) -> None:
         """Send any frame as it is (low-level access): no sequencing checks."""
         self._check_open()

@@ -336,6 +336,12 @@ class ReactorConnection:
                     self._flush()
                     self._wait_drained()
 
+    def send_prepared(self, message: Frame, wire: bytes) -> None:
+        """Send a frame serialized once for many recipients (see Protocol.send_prepared)."""
+        with self._send_lock, self._lock:
+            self.protocol.send_prepared(message, wire)
+            self._flush()
+
     def send_frame(self, frame: Frame) -> None:
         with self._send_lock, self._lock:
             self.protocol.send_frame(frame)

@@ -111,7 +111,8 @@ def inflate_bounded(decompressor: zlib._Decompress, data: bytes, limit: int | No
     pieces: list[bytes] = []
     size = 0
     try:
-        for pending in inputs:
+        for chunk in inputs:
+            pending = chunk
             while not decompressor.eof:
                 step = _INFLATE_STEP if limit is None else min(_INFLATE_STEP, limit - size + 1)
                 piece = decompressor.decompress(pending, step)

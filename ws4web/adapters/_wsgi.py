@@ -1,0 +1,382 @@
+"""What every WSGI adapter shares: the environ-to-Request bridge, the upgrade app and the socket takeover hook.
+
+A WSGI application cannot speak WebSocket through ``start_response``: after the
+101 the connection stops being HTTP. So :class:`WebSocketWSGIApplication` checks
+the upgrade with the ordinary handshake rules, answers refusals as plain WSGI
+responses, and on success asks the *server* for its socket. How to get it is
+server-specific; each server adapter registers one small function
+(:func:`register_server`) keyed by an environ entry that its request handler
+sets, and that function returns a :class:`Takeover`: the socket, the bytes the
+server's buffered reader already took past the headers, a raw writer for the
+101, and a way to tell the server the connection is no longer its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from ..auth import Authenticator
+from ..concurrency import Primitives
+from ..exceptions import InvalidHandshake
+from ..extensions.base import Extension, ServerExtensionFactory
+from ..frames import CloseCode
+from ..handshake import SubprotocolSelector, accept, reject
+from ..http11 import Headers, Request, Response
+from ..protocol import SERVER
+from ..websocket import WebSocket
+
+__all__ = [
+    "PathDispatcher",
+    "ServerHook",
+    "Takeover",
+    "WebSocketWSGIApplication",
+    "buffered_bytes",
+    "register_server",
+    "request_from_environ",
+]
+
+logger = logging.getLogger("ws4web.adapters.wsgi")
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+# PEP 3333 forbids applications to set hop-by-hop headers (RFC 9110 §7.6.1);
+# wsgiref even asserts on them. Servers that tolerate them say so at registration.
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+     "transfer-encoding", "upgrade"}
+)  # fmt: skip
+
+# Words whose usual spelling Header-Case would get wrong.
+_SPELLING = {"websocket": "WebSocket", "www": "WWW", "md5": "MD5", "te": "TE", "dnt": "DNT"}
+
+
+# -- the request -------------------------------------------------------------------
+
+
+def _header_name(cgi_name: str) -> str:
+    """``SEC_WEBSOCKET_KEY`` -> ``Sec-WebSocket-Key``."""
+    return "-".join(_SPELLING.get(word.lower(), word.capitalize()) for word in cgi_name.split("_"))
+
+
+def request_from_environ(environ: Mapping[str, Any]) -> Request:
+    """Rebuild the HTTP request a WSGI server parsed, for the handshake rules.
+
+    The path is the full request target: SCRIPT_NAME + PATH_INFO, re-quoted
+    (servers hand them over percent-decoded as latin-1), plus the query string,
+    so a handler mounted under a prefix still sees what the client asked for.
+    """
+    script = environ.get("SCRIPT_NAME", "") or ""
+    path_info = environ.get("PATH_INFO", "") or ""
+    path = urllib.parse.quote((script + path_info).encode("latin-1"), safe="/:@!$&'()*+,;=~")
+    if not path:
+        path = "/"
+    query = environ.get("QUERY_STRING", "")
+    if query:
+        path += "?" + query
+    headers = Headers()
+    for key, value in environ.items():
+        if key.startswith("HTTP_") and len(key) > 5 and isinstance(value, str):
+            headers.add(_header_name(key[5:]), value)
+    # CGI keeps these two apart from HTTP_* (RFC 3875 §4.1.2, §4.1.3).
+    for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
+        value = environ.get(key)
+        if isinstance(value, str) and value:
+            headers.add(name, value)
+    method = str(environ.get("REQUEST_METHOD", "GET"))
+    version = str(environ.get("SERVER_PROTOCOL", "HTTP/1.0"))
+    return Request(method, path, headers, version)
+
+
+# -- the server side: taking the socket over ----------------------------------------
+
+
+class Takeover:
+    """A connection handed over by a WSGI server after a successful upgrade.
+
+    ``sock`` is the socket to run the WebSocket over, ``data`` the bytes the
+    server had already read past the request headers (the client's first
+    frames, maybe), ``write`` sends raw bytes (the 101), ``detach()`` tells the
+    server it must neither answer, reuse nor close the connection, and
+    ``primitives`` are the concurrency primitives fitting the server's model.
+    ``close()`` releases the socket and the server's reader once the WebSocket
+    is done.
+    """
+
+    __slots__ = ("_detach", "data", "primitives", "reader", "sock", "write")
+
+    def __init__(
+        self,
+        sock: Any,
+        data: bytes,
+        write: Callable[[bytes], None],
+        detach: Callable[[], None],
+        primitives: Primitives,
+        reader: Any = None,
+    ) -> None:
+        self.sock = sock
+        self.data = data
+        self.write = write
+        self._detach = detach
+        self.primitives = primitives
+        self.reader = reader
+
+    def detach(self) -> None:
+        self._detach()
+
+    def close(self) -> None:
+        # A socket with an open makefile() reader only really closes with the
+        # reader, so close both (the WebSocket usually closed the socket already).
+        for closable in (self.reader, self.sock):
+            if closable is None:
+                continue
+            try:
+                closable.close()
+            except (OSError, ValueError):
+                pass
+
+
+class ServerHook:
+    """How to take a connection over from one kind of WSGI server."""
+
+    __slots__ = ("environ_key", "hop_by_hop", "takeover")
+
+    def __init__(self, environ_key: str, takeover: Callable[[Mapping[str, Any]], Takeover], hop_by_hop: bool) -> None:
+        self.environ_key = environ_key
+        self.takeover = takeover
+        #: whether the server lets an application send hop-by-hop headers
+        self.hop_by_hop = hop_by_hop
+
+
+_HOOKS: list[ServerHook] = []
+
+
+def register_server(
+    environ_key: str, takeover: Callable[[Mapping[str, Any]], Takeover], *, hop_by_hop: bool = False
+) -> None:
+    """Teach :class:`WebSocketWSGIApplication` a server.
+
+    The server's request handler puts ``environ_key`` in every environ; when it
+    is there, ``takeover(environ)`` is called for each accepted upgrade.
+    """
+    for hook in _HOOKS:
+        if hook.environ_key == environ_key:
+            _HOOKS.remove(hook)
+            break
+    _HOOKS.append(ServerHook(environ_key, takeover, hop_by_hop))
+
+
+def find_server(environ: Mapping[str, Any]) -> ServerHook | None:
+    for hook in _HOOKS:
+        if hook.environ_key in environ:
+            return hook
+    return None
+
+
+def buffered_bytes(reader: Any, sock: Any) -> bytes:
+    """The bytes ``reader`` (a buffered ``sock.makefile('rb')``) holds but nobody read.
+
+    A server reads the request headers through a buffered reader, which pulls
+    whole chunks from the socket: a client that sends its first frame right
+    behind the request (legal, RFC 6455 §4.1) has those bytes sitting in the
+    reader's buffer, not in the socket. ``peek()`` returns the buffer without
+    consuming it; with the socket non-blocking, an empty buffer costs at most
+    one read that cannot wait.
+    """
+    peek = getattr(reader, "peek", None)
+    if peek is None:
+        return b""
+    try:
+        sock.settimeout(0.0)
+    except (OSError, ValueError):
+        return b""
+    try:
+        return bytes(peek())
+    except (OSError, ValueError):  # nothing buffered and the read refused (TLS wants more)
+        return b""
+    finally:
+        try:
+            sock.settimeout(None)  # the WebSocket does its own timeouts
+        except (OSError, ValueError):
+            pass
+
+
+# -- the application ------------------------------------------------------------------
+
+
+class WebSocketWSGIApplication:
+    """A WSGI application that upgrades every request to ``handler_cls``.
+
+    ``protocols`` are the subprotocols offered by the server, ``extensions``
+    the extension factories; ``handler_options`` go to every handler
+    (``max_message_size``, ``close_timeout``, ``heartbeat_freq`` ...). The
+    primitives default to the server's (gevent's under gevent).
+
+    It runs the WebSocket in the server's own thread or greenlet for that
+    connection, and returns only when the connection is over. It needs a server
+    registered with :func:`register_server` (use the request handler classes of
+    :mod:`ws4web.adapters.gevent` or :mod:`ws4web.adapters.wsgiref`); elsewhere
+    it answers 500. Refusals are ordinary WSGI responses.
+    """
+
+    def __init__(
+        self,
+        handler_cls: type[WebSocket] = WebSocket,
+        protocols: Sequence[str] = (),
+        extensions: Sequence[ServerExtensionFactory] = (),
+        *,
+        select_subprotocol: SubprotocolSelector | None = None,
+        origins: Sequence[str | None] | None = None,
+        authenticate: Authenticator | None = None,
+        **handler_options: Any,
+    ) -> None:
+        self.handler_cls = handler_cls
+        self.protocols = list(protocols)
+        self.extensions = list(extensions)
+        self.select_subprotocol = select_subprotocol
+        self.origins = origins
+        self.authenticate = authenticate
+        self.handler_options = handler_options
+        # No lock: set.add, set.discard and set.copy are each one C call under the
+        # GIL, so the registry is safe from threads and from greenlets, and a
+        # gevent server never meets a threading lock here.
+        self._websockets: set[WebSocket] = set()
+        self._stopping = False
+
+    @property
+    def websockets(self) -> set[WebSocket]:
+        """A snapshot of the open WebSockets."""
+        return self._websockets.copy()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        hook = find_server(environ)
+        request = request_from_environ(environ)
+        try:
+            accepted = accept(
+                request,
+                subprotocols=self.protocols,
+                select_subprotocol=self.select_subprotocol,
+                extensions=self.extensions,
+                origins=self.origins,
+                authenticate=self.authenticate,
+            )
+        except InvalidHandshake as exc:
+            logger.info("upgrade of %s refused: %s", request.path, exc)
+            return _respond(reject(exc), start_response, hop_by_hop=hook is not None and hook.hop_by_hop)
+        if hook is None:
+            body = b"500 Internal Server Error: this WSGI server cannot hand its socket over to a WebSocket\n"
+            start_response(
+                "500 Internal Server Error",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+        takeover = hook.takeover(environ)
+        try:
+            self._serve(takeover, accepted.response, accepted.subprotocol, accepted.extensions, environ, request)
+        finally:
+            takeover.close()
+        # Nothing for the server to send: the connection was never its own after the 101.
+        return []
+
+    def _serve(
+        self,
+        takeover: Takeover,
+        response: Response,
+        subprotocol: str | None,
+        extensions: list[Extension],
+        environ: dict[str, Any],
+        request: Request,
+    ) -> None:
+        # Detach first: whatever happens next, the server must not write to this socket.
+        takeover.detach()
+        try:
+            takeover.write(response.serialize())
+        except OSError as exc:
+            logger.info("client left before the 101 went out: %s", exc)
+            return
+        options = dict(self.handler_options)
+        options.setdefault("primitives", takeover.primitives)
+        try:
+            websocket = self.handler_cls(
+                takeover.sock,
+                protocols=[subprotocol] if subprotocol else [],
+                extensions=extensions,
+                environ=environ,
+                side=SERVER,
+                data=takeover.data,
+                request=request,
+                **options,
+            )
+        except Exception:
+            logger.exception("could not create %s", self.handler_cls.__name__)
+            return
+        self._websockets.add(websocket)
+        try:
+            if self._stopping:  # started while shutting down: say goodbye at once
+                websocket.close(CloseCode.GOING_AWAY, "server shutting down")
+            websocket.run()
+        except Exception:  # run() already guards the callbacks; this is the I/O itself
+            logger.exception("WebSocket %s failed", self.handler_cls.__name__)
+        finally:
+            self._websockets.discard(websocket)
+
+    def shutdown(
+        self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down", timeout: float = 5.0
+    ) -> None:
+        """Close every open WebSocket with ``code``; drop the ones not closed within ``timeout``.
+
+        Call it before stopping the server, from a thread (wsgiref) or a greenlet
+        of the server's hub (gevent). Connections upgraded afterwards are closed
+        with ``code`` straight away.
+        """
+        self._stopping = True
+        targets = self._websockets.copy()
+        for websocket in targets:
+            try:
+                websocket.close(code, reason)
+            except Exception as exc:  # a dead peer must not stop the others
+                logger.debug("closing %r failed: %s", websocket, exc)
+        if not targets:
+            return
+        clock = next(iter(targets)).connection.primitives.monotonic
+        deadline = clock() + timeout
+        for websocket in targets:
+            if not websocket.connection.wait_closed(max(0.0, deadline - clock())):
+                websocket.terminate()  # past the deadline: drop it
+
+
+def _respond(response: Response, start_response: StartResponse, *, hop_by_hop: bool) -> list[bytes]:
+    headers = [(k, v) for k, v in response.headers if hop_by_hop or k.lower() not in _HOP_BY_HOP]
+    start_response(f"{response.status} {response.reason}", headers)
+    return [response.body]
+
+
+class PathDispatcher:
+    """Route requests by path prefix to WSGI apps, like a tiny URL map.
+
+    ``PathDispatcher({"/ws": ws_app}, default=site)`` sends ``/ws`` and
+    ``/ws/...`` to ``ws_app`` (the prefix moves to SCRIPT_NAME, as PEP 3333
+    mounting does) and the rest to ``default`` (404 if there is none).
+    """
+
+    def __init__(self, mounts: Mapping[str, WSGIApp], default: WSGIApp | None = None) -> None:
+        # Longest prefix first, so /ws/admin wins over /ws.
+        self.mounts = sorted(((p.rstrip("/"), app) for p, app in mounts.items()), key=lambda m: -len(m[0]))
+        self.default = default
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "") or ""
+        for prefix, app in self.mounts:
+            if path == prefix or path.startswith(prefix + "/"):
+                environ = dict(environ)
+                environ["SCRIPT_NAME"] = (environ.get("SCRIPT_NAME", "") or "") + prefix
+                environ["PATH_INFO"] = path[len(prefix) :]
+                return app(environ, start_response)
+        if self.default is not None:
+            return self.default(environ, start_response)
+        body = b"404 Not Found\n"
+        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]

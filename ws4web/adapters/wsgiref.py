@@ -1,0 +1,158 @@
+"""WebSockets on the standard library's wsgiref server: a request handler, a threading server, make_server.
+
+::
+
+    from ws4web.adapters.wsgiref import WebSocketWSGIApplication, make_server
+
+    server = make_server("127.0.0.1", 9000, WebSocketWSGIApplication(handler_cls=Chat))
+    server.serve_forever()
+
+Each connection gets its own thread (``ThreadingMixIn``); an upgraded one keeps
+it for the WebSocket's whole life. Plain WSGI requests work as with
+``wsgiref.simple_server``, so the app can sit beside a site under a
+:class:`PathDispatcher`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+from collections.abc import Mapping
+from typing import Any
+from wsgiref.handlers import BaseHandler
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+
+from ..concurrency import THREADING
+from ._wsgi import PathDispatcher, Takeover, WebSocketWSGIApplication, buffered_bytes, register_server
+
+__all__ = [
+    "ENVIRON_KEY",
+    "PathDispatcher",
+    "WebSocketWSGIApplication",
+    "WebSocketWSGIRequestHandler",
+    "WebSocketWSGIServer",
+    "make_server",
+]
+
+logger = logging.getLogger("ws4web.adapters.wsgiref")
+
+#: The environ entry through which the application finds the request handler.
+ENVIRON_KEY = "ws4web.wsgiref.handler"
+
+_MAX_REQUEST_LINE = 65536
+
+
+class _ServerHandler(ServerHandler):
+    """wsgiref's per-request handler, silent once the connection was taken over."""
+
+    request_handler: WebSocketWSGIRequestHandler
+    result: Any
+
+    def finish_response(self) -> None:
+        if not self.request_handler.detached:
+            super().finish_response()
+            return
+        # The WebSocket is over and the socket closed: there is no response to
+        # finish, and start_response was never called (no status to log).
+        try:
+            close = getattr(self.result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.request_handler.log_request(101)
+            BaseHandler.close(self)
+
+
+class WebSocketWSGIRequestHandler(WSGIRequestHandler):
+    """wsgiref's request handler, able to hand its connection to a WebSocket.
+
+    Adds :data:`ENVIRON_KEY` to the environ, bounds the wait for the request
+    with :attr:`timeout`, and logs through :mod:`logging` (logger
+    ``ws4web.adapters.wsgiref``, INFO) instead of printing every request.
+    """
+
+    #: seconds to wait on a silent client before the request is complete;
+    #: cleared once a WebSocket owns the socket
+    timeout = 30.0
+    detached = False
+
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = dict(super().get_environ())
+        environ[ENVIRON_KEY] = self
+        return environ
+
+    def handle(self) -> None:
+        """Read one request and run the application on it (one request per connection)."""
+        try:
+            self.raw_requestline = self.rfile.readline(_MAX_REQUEST_LINE + 1)
+        except OSError:  # timed out or reset before a request line arrived
+            return
+        if not self.raw_requestline:
+            return  # connected and left
+        if len(self.raw_requestline) > _MAX_REQUEST_LINE:
+            self.requestline = self.request_version = self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():  # the error response is already sent
+            return
+        # wfile is typed BufferedIOBase; ServerHandler only calls write() and flush() on it.
+        handler = _ServerHandler(
+            self.rfile,
+            self.wfile,  # type: ignore[arg-type]
+            self.get_stderr(),
+            self.get_environ(),
+            multithread=True,
+        )
+        handler.request_handler = self
+        handler.run(self.server.get_app())  # type: ignore[attr-defined]
+
+    def detach_connection(self) -> None:
+        """The application took the socket: answer nothing after it returns."""
+        self.detached = True
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.info("%s - %s", self.address_string(), format % args)
+
+
+class WebSocketWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """wsgiref's server with a thread per connection (a WebSocket holds its thread)."""
+
+    daemon_threads = True  # an unfinished connection must not keep the process alive
+    request_queue_size = 128
+
+
+class WebSocketWSGIServer6(WebSocketWSGIServer):
+    address_family = socket.AF_INET6
+
+
+def _takeover(environ: Mapping[str, Any]) -> Takeover:
+    handler: WebSocketWSGIRequestHandler = environ[ENVIRON_KEY]
+    sock = handler.connection
+    rfile = handler.rfile
+    data = buffered_bytes(rfile, sock)  # also clears the request timeout
+    return Takeover(sock, data, sock.sendall, handler.detach_connection, THREADING, reader=rfile)
+
+
+# wsgiref asserts that applications send no hop-by-hop headers.
+register_server(ENVIRON_KEY, _takeover, hop_by_hop=False)
+
+
+def make_server(
+    host: str,
+    port: int,
+    app: Any,
+    server_class: type[WebSocketWSGIServer] | None = None,
+    handler_class: type[WSGIRequestHandler] = WebSocketWSGIRequestHandler,
+) -> WebSocketWSGIServer:
+    """A threading wsgiref server on ``host:port`` (port 0 picks one) serving ``app``.
+
+    Run it with ``serve_forever()``; stop it with ``app.shutdown()`` (to send
+    1001 to open WebSockets), then ``shutdown()`` and ``server_close()``.
+    """
+    if server_class is None:
+        server_class = WebSocketWSGIServer6 if ":" in host else WebSocketWSGIServer
+    server = server_class((host, port), handler_class)
+    server.set_app(app)
+    return server
