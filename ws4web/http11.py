@@ -24,6 +24,8 @@ MAX_BODY = 2**20  # bytes of a refusal's body kept by the client
 # RFC 9110 §5.1 field-name = token; §5.5 field values are visible chars, SP and HTAB.
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
+_STATUS = re.compile(rb"[0-9]{3}")
+_LENGTH = re.compile(r"[0-9]{1,18}")
 
 
 class Headers:
@@ -175,7 +177,7 @@ def parse_response(
     """
     line = yield from _read_line(reader, max_line)
     parts = line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not _STATUS.fullmatch(parts[1]):
         raise InvalidMessage(f"malformed status line {line[:64]!r}")
     status = int(parts[1])
     reason = parts[2].decode("latin-1") if len(parts) == 3 else ""
@@ -189,7 +191,7 @@ def parse_response(
 def _read_body(reader: StreamReader, headers: Headers, max_body: int) -> Generator[None, None, bytes]:
     length = headers.get("Content-Length")
     if length is not None:
-        if not length.isdigit():
+        if not _LENGTH.fullmatch(length):  # ASCII digits only: int() takes "²" and 10**5 digits
             raise InvalidMessage("malformed Content-Length")
         size = int(length)
         if size > max_body:

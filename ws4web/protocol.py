@@ -241,7 +241,10 @@ class Protocol:
         # §7.1.1: the server closes TCP first; a failing client does so too
         # (§7.1.7), there is nothing left to wait for.
         self._send_eof()
-        self._reader.discard()
+        # Stop parsing, whether this was called by the parser or from outside:
+        # nothing received after failing is processed (§7.1.7).
+        self._parser = self._discard()
+        next(self._parser, None)
 
     # -- internals -------------------------------------------------------------
 
@@ -299,14 +302,20 @@ class Protocol:
         except ProtocolError as exc:
             logger.debug("failing the connection: %s", exc)
             self.failure = exc
-            self.fail(exc.code, str(exc))
+            self.fail(exc.code, str(exc))  # replaces this parser with _discard()
+            return
         except EOFError:
             pass
         except Exception as exc:  # a bug here must not take the I/O loop down
             logger.exception("unexpected error while parsing")
             self.failure = ProtocolError(str(exc))
             self.fail(CloseCode.INTERNAL_ERROR, "internal error")
-        # Nothing after a close frame or a failure is data (§5.5.1): discard to EOF.
+            return
+        yield from self._discard()
+
+    def _discard(self) -> Generator[None, None, None]:
+        """After a close frame or a failure nothing is data (§5.5.1): drop bytes until EOF."""
+        reader = self._reader
         while not reader.eof:
             reader.discard()
             yield
