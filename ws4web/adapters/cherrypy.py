@@ -247,10 +247,11 @@ def _set_response(answer: Response) -> None:
         if name.lower() == "connection":
             # cheroot decides whether the connection persists and says so
             # itself; keep only the other tokens (Upgrade on a 426 or 101).
-            value = ", ".join(t for t in (s.strip() for s in value.split(",")) if t and t.lower() != "close")
-            if not value:
-                continue
-        values.setdefault(name, []).append(value)
+            tokens = [t for t in (s.strip() for s in value.split(",")) if t and t.lower() != "close"]
+            if tokens:
+                values.setdefault(name, []).append(", ".join(tokens))
+        else:
+            values.setdefault(name, []).append(value)
     for name, items in values.items():
         headers[name] = ", ".join(items)  # RFC 9110 §5.3: repeated fields combine into one list
     response.body = answer.body

@@ -1,0 +1,74 @@
+"""Echo server on CherryPy with the ws4web tool and plugin (conformance entry point).
+
+    python examples/echo_cherrypy.py --port 9002 [--host 127.0.0.1]
+
+Echoes every message back unchanged, on any path (the root's ``default``
+handler takes them all); quiet except for errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import cherrypy
+
+from ws4web import WebSocket
+from ws4web.adapters.cherrypy import install
+from ws4web.messages import Message
+
+
+class Echo(WebSocket):
+    def received_message(self, message: Message) -> None:
+        self.send(message)
+
+
+class Root:
+    @cherrypy.expose
+    def default(self, *args: str, **kwargs: str) -> str:
+        return ""  # the tool has answered 101 (or refused) by now; a 101 has no body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9002)
+    parser.add_argument("--max-message-size", type=int, default=16 * 2**20)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    for handler in logging.getLogger().handlers:
+        # CherryPy sets its own loggers to INFO; filter at the handler, so only errors show.
+        handler.setLevel(logging.ERROR)
+    install()
+    cherrypy.config.update(
+        {
+            "server.socket_host": args.host,
+            "server.socket_port": args.port,
+            "server.socket_queue_size": 128,
+            "engine.autoreload.on": False,
+            "checker.on": False,
+            "log.screen": False,
+            "log.access_file": "",
+            "log.error_file": "",
+        }
+    )
+    config = {
+        "/": {
+            "tools.websocket.on": True,
+            "tools.websocket.handler_cls": Echo,
+            "tools.websocket.max_message_size": args.max_message_size,
+        }
+    }
+    cherrypy.tree.mount(Root(), "/", config)
+    if hasattr(cherrypy.engine, "signal_handler"):
+        cherrypy.engine.signal_handler.subscribe()  # SIGTERM / Ctrl-C stop the engine cleanly
+    cherrypy.engine.start()
+    cherrypy.engine.block()
+
+
+if __name__ == "__main__":
+    main()
