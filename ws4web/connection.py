@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -349,7 +350,7 @@ class Connection:
                     for data in writes:
                         self.sock.sendall(data)
             if eof:
-                self.sock.shutdown(socket.SHUT_WR)
+                end_write_side(self.sock)
         except (OSError, ValueError) as exc:
             # The peer is gone; the reader will see EOF. The caller learns it now.
             logger.debug("write failed: %s", exc)
@@ -381,3 +382,27 @@ def _set_nodelay(sock: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):
         pass
+
+
+def end_write_side(sock: Any) -> None:
+    """Half-close: TLS close_notify first (RFC 6455 §7.1.1 wants the TLS session
+    closed cleanly), then TCP FIN.
+
+    ``SSLSocket.shutdown()`` alone would drop the TLS session without a
+    close_notify, so a strict peer sees a truncation. ``unwrap()`` sends the
+    close_notify and would then wait for the peer's; with a zero timeout it
+    returns at once (SSLWantReadError) and we do not wait.
+    """
+    if isinstance(sock, ssl.SSLSocket):
+        timeout = sock.gettimeout()
+        try:
+            sock.settimeout(0)
+            sock.unwrap()
+        except (OSError, ValueError):  # SSLWantReadError: our close_notify is out
+            pass
+        finally:
+            try:
+                sock.settimeout(timeout)
+            except OSError:
+                pass
+    sock.shutdown(socket.SHUT_WR)

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .connection import PingWaiter, end_write_side
 from .exceptions import ConnectionClosed, ConnectionClosedError
 from .frames import CloseCode, Frame, Opcode
 from .messages import Assembler, Data, Message, iter_fragments
@@ -348,8 +349,6 @@ class ReactorConnection:
             self._flush()
 
     def ping(self, data: bytes | None = None) -> Any:
-        from .connection import PingWaiter  # the same waiter as the threaded driver
-
         with self._lock:
             if data is None:
                 data = os.urandom(4)
@@ -451,7 +450,7 @@ class ReactorConnection:
             if self._eof_pending and not self._torn_down:
                 self._eof_pending = False
                 try:
-                    sock.shutdown(socket.SHUT_WR)
+                    end_write_side(sock)
                 except OSError:
                     pass
             if self._drained is not None and self._out_size <= self.max_send_buffer:

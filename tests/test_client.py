@@ -1,0 +1,287 @@
+"""The standard-library client (ws4web/client.py): URLs, credentials, headers, callback-style WebSocketClient."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import ssl
+import threading
+
+import pytest
+
+from ws4web import WebSocket, WebSocketClient, connect
+from ws4web.auth import basic_auth
+from ws4web.client import WebSocketURL, parse_url
+from ws4web.exceptions import ConnectionClosedError, InvalidStatus, InvalidURI
+from ws4web.http11 import Headers, Request, Response
+from ws4web.messages import BinaryMessage, Message, TextMessage
+
+from .conftest import TIMEOUT, EchoHandler, ServerFactory, Worker, ws_url
+
+pytestmark = [
+    pytest.mark.usefixtures("no_leaks"),
+    pytest.mark.filterwarnings("error::ResourceWarning"),
+    pytest.mark.timeout(60),
+]
+
+
+# -- parse_url -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("ws://example.com", WebSocketURL(False, "example.com", 80, "/", None)),
+        ("wss://example.com", WebSocketURL(True, "example.com", 443, "/", None)),
+        ("ws://example.com:8080/chat", WebSocketURL(False, "example.com", 8080, "/chat", None)),
+        (
+            "wss://example.com:8443/a/b?room=1&x=%20y",
+            WebSocketURL(True, "example.com", 8443, "/a/b?room=1&x=%20y", None),
+        ),
+        ("ws://example.com?only=query", WebSocketURL(False, "example.com", 80, "/?only=query", None)),
+        ("ws://[::1]:9000/v6", WebSocketURL(False, "::1", 9000, "/v6", None)),
+        ("wss://[2001:db8::7]/", WebSocketURL(True, "2001:db8::7", 443, "/", None)),
+        ("ws://127.0.0.1:1/", WebSocketURL(False, "127.0.0.1", 1, "/", None)),
+        ("ws://alice:s3cret@example.com/", WebSocketURL(False, "example.com", 80, "/", ("alice", "s3cret"))),
+        ("ws://al%40ice:p%3Ass@example.com/", WebSocketURL(False, "example.com", 80, "/", ("al@ice", "p:ss"))),
+        ("ws://bob@example.com/", WebSocketURL(False, "example.com", 80, "/", ("bob", ""))),
+    ],
+)
+def test_parse_url(url: str, expected: WebSocketURL) -> None:
+    assert parse_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "host_header"),
+    [
+        ("ws://example.com/", "example.com"),
+        ("ws://example.com:80/", "example.com"),
+        ("wss://example.com:443/", "example.com"),
+        ("ws://example.com:443/", "example.com:443"),
+        ("wss://example.com:80/", "example.com:80"),
+        ("ws://[::1]:9000/", "[::1]:9000"),
+        ("wss://[::1]/", "[::1]"),
+    ],
+)
+def test_host_header(url: str, host_header: str) -> None:
+    assert parse_url(url).host_header == host_header
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/",
+        "https://example.com/",
+        "ftp://example.com/",
+        "example.com",
+        "ws://example.com/#fragment",  # RFC 6455 §3: no fragment identifiers
+        "ws:///no-host",
+        "ws://example.com:99999/",
+        "ws://example.com:port/",
+    ],
+)
+def test_parse_url_refuses(url: str) -> None:
+    with pytest.raises(InvalidURI):
+        parse_url(url)
+
+
+def test_connect_and_client_refuse_bad_urls_before_connecting() -> None:
+    with pytest.raises(InvalidURI):
+        connect("http://127.0.0.1:1/")
+    with pytest.raises(InvalidURI):
+        WebSocketClient("ws://127.0.0.1/#frag")
+
+
+# -- credentials and headers ----------------------------------------------------------------------
+
+
+class Reporter(WebSocket):
+    """Tells the client what its handshake request carried."""
+
+    def opened(self) -> None:
+        assert self.request is not None
+        headers = self.request.headers
+        for name in ("Authorization", "X-Token", "X-Other"):
+            self.send(f"{name}={'|'.join(headers.get_all(name))}")
+        self.send(f"X-Multi={'|'.join(headers.get_all('X-Multi'))}")
+
+
+def report(ws: WebSocket) -> dict[str, str]:
+    lines = [ws.recv(TIMEOUT).data.decode() for _ in range(4)]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_user_info_sends_basic_authorization(make_server: ServerFactory) -> None:
+    server = make_server(Reporter)
+    with connect(f"ws://alice:s3cret@127.0.0.1:{server.port}/", close_timeout=2.0) as ws:
+        assert report(ws)["Authorization"] == basic("alice", "s3cret")
+    with connect(f"ws://al%40ice:p%3Ass@127.0.0.1:{server.port}/", close_timeout=2.0) as ws:
+        assert report(ws)["Authorization"] == basic("al@ice", "p:ss")
+    with connect(ws_url(server), close_timeout=2.0) as ws:
+        assert report(ws)["Authorization"] == ""
+
+
+def test_explicit_authorization_header_wins(make_server: ServerFactory) -> None:
+    server = make_server(Reporter)
+    url = f"ws://alice:s3cret@127.0.0.1:{server.port}/"
+    with connect(url, headers={"Authorization": "Bearer tok"}, close_timeout=2.0) as ws:
+        assert report(ws)["Authorization"] == "Bearer tok"
+
+
+def test_authorization_seen_by_process_request(make_server: ServerFactory) -> None:
+    seen: list[str | None] = []
+
+    def process_request(request: Request) -> Response | None:
+        seen.append(request.headers.get("Authorization"))
+        return None
+
+    server = make_server(EchoHandler, process_request=process_request)
+    with connect(f"ws://u:p@127.0.0.1:{server.port}/", close_timeout=2.0):
+        pass
+    assert seen == [basic("u", "p")]
+
+
+def test_custom_headers_dict_and_list(make_server: ServerFactory) -> None:
+    server = make_server(Reporter)
+    with connect(ws_url(server), headers={"X-Token": "abc", "X-Other": "1"}, close_timeout=2.0) as ws:
+        got = report(ws)
+        assert (got["X-Token"], got["X-Other"], got["X-Multi"]) == ("abc", "1", "")
+    headers = [("X-Multi", "one"), ("X-Multi", "two"), ("X-Token", "t")]
+    with connect(ws_url(server), headers=headers, close_timeout=2.0) as ws:
+        got = report(ws)
+        assert (got["X-Token"], got["X-Multi"]) == ("t", "one|two")
+
+
+def test_refusal_is_invalid_status(make_server: ServerFactory) -> None:
+    server = make_server(EchoHandler, authenticate=basic_auth({"alice": "s3cret"}))
+    with pytest.raises(InvalidStatus) as exc:
+        connect(f"ws://alice:nope@127.0.0.1:{server.port}/")
+    assert exc.value.status == 401
+    assert exc.value.body
+    with connect(f"ws://alice:s3cret@127.0.0.1:{server.port}/", close_timeout=2.0) as ws:
+        ws.send("in")
+        assert ws.recv(TIMEOUT) == TextMessage("in")
+
+
+def test_connection_refused_is_oserror() -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    with pytest.raises(OSError):
+        connect(f"ws://127.0.0.1:{port}/", timeout=2.0)
+
+
+def test_connect_options_reach_the_websocket(make_server: ServerFactory) -> None:
+    server = make_server(EchoHandler)
+    ws = connect(ws_url(server), max_message_size=1000, close_timeout=2.0)
+    try:
+        ws.send(b"x" * 2000)  # echoed back: too big for this client
+        with pytest.raises(ConnectionClosedError) as exc:
+            ws.recv(TIMEOUT)
+        assert exc.value.sent_code == 1009
+    finally:
+        ws.terminate()
+
+
+def test_wss_connect_with_context(
+    make_server: ServerFactory, server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
+) -> None:
+    server = make_server(EchoHandler, ssl_context=server_ssl_context)
+    with connect(ws_url(server, scheme="wss", host="localhost"), ssl_context=client_ssl_context) as ws:
+        ws.send("tls")
+        assert ws.recv(TIMEOUT) == TextMessage("tls")
+
+
+# -- WebSocketClient: callbacks -----------------------------------------------------------------------
+
+
+class Chatty(WebSocketClient):
+    def __init__(self, url: str, **kwargs: object) -> None:
+        super().__init__(url, **kwargs)  # type: ignore[arg-type]
+        self.events: list[tuple[object, ...]] = []
+        self.done = threading.Event()
+
+    def opened(self) -> None:
+        self.events.append(("opened", self.subprotocol))
+        self.send("one")
+        self.send(b"two")
+        self.send(iter(["thr", "ee"]))
+
+    def received_message(self, message: Message) -> None:
+        self.events.append(("message", message))
+        if len([e for e in self.events if e[0] == "message"]) == 3:
+            self.close(1000, "enough")
+
+    def closed(self, code: int, reason: str | None = None) -> None:
+        self.events.append(("closed", code, reason))
+        self.done.set()
+
+
+def expected_events(subprotocol: str | None) -> list[tuple[object, ...]]:
+    return [
+        ("opened", subprotocol),
+        ("message", TextMessage("one")),
+        ("message", BinaryMessage(b"two")),
+        ("message", TextMessage("three")),
+        ("closed", 1000, ""),
+    ]
+
+
+def test_client_connect_then_run_forever(make_server: ServerFactory) -> None:
+    server = make_server(EchoHandler, subprotocols=["echo"])
+    client = Chatty(ws_url(server), protocols=["echo"], close_timeout=2.0)
+    client.connect()
+    assert client.subprotocol == "echo"
+    Worker(client.run_forever).join()  # returns once the connection has closed
+    assert client.events == expected_events("echo")
+    assert client.terminated
+
+
+def test_client_start_runs_in_the_background(make_server: ServerFactory) -> None:
+    server = make_server(EchoHandler)
+    client = Chatty(ws_url(server), close_timeout=2.0)
+    client.connect()
+    client.start()  # returns at once; callbacks run in the background (no_leaks: that thread ends)
+    assert client.done.wait(TIMEOUT)
+    assert client.events == expected_events(None)
+
+
+def test_client_with_headers_and_tls(
+    make_server: ServerFactory, server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
+) -> None:
+    server = make_server(Reporter, ssl_context=server_ssl_context)
+
+    class Collect(WebSocketClient):
+        def __init__(self, url: str, **kwargs: object) -> None:
+            super().__init__(url, **kwargs)  # type: ignore[arg-type]
+            self.lines: list[str] = []
+
+        def received_message(self, message: Message) -> None:
+            self.lines.append(message.data.decode())
+            if len(self.lines) == 4:
+                self.close()
+
+    url = f"wss://bob:pw@localhost:{server.port}/"
+    headers = [("X-Multi", "a"), ("X-Multi", "b")]
+    client = Collect(url, ssl_context=client_ssl_context, headers=headers, close_timeout=2.0)
+    client.connect()
+    Worker(client.run_forever).join()
+    got = dict(line.split("=", 1) for line in client.lines)
+    assert got["Authorization"] == basic("bob", "pw")
+    assert got["X-Multi"] == "a|b"
+
+
+def test_client_connect_refused_by_server(make_server: ServerFactory) -> None:
+    def refuse(request: Request) -> Response | None:
+        return Response(403, "Forbidden", Headers([("Content-Length", "4")]), b"nope")
+
+    server = make_server(EchoHandler, process_request=refuse)
+    client = Chatty(ws_url(server))
+    with pytest.raises(InvalidStatus) as exc:
+        client.connect()
+    assert (exc.value.status, exc.value.body) == (403, b"nope")
