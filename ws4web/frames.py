@@ -177,7 +177,7 @@ class Frame:
         max_size: int | None = None,
         rsv_mask: int = 0,
     ) -> Generator[None, None, Frame]:
-        """Parse one frame from ``reader``.
+        """Parse one frame from ``reader``, waiting for bytes as needed.
 
         ``mask`` says whether frames must be masked (a server reads masked client
         frames; RFC 6455 §5.1 makes either mismatch fatal). ``max_size`` bounds
@@ -185,12 +185,34 @@ class Frame:
         of payload is read. ``rsv_mask`` holds the RSV bits (0x40, 0x20, 0x10)
         that negotiated extensions own; any other RSV bit is a protocol error.
         """
-        buffer = reader.buffer
-        # Inlined wait_for(): this runs once per frame and a sub-generator costs.
-        while len(buffer) < 2:
+        while True:
+            frame = cls.parse_buffered(reader, mask=mask, max_size=max_size, rsv_mask=rsv_mask)
+            if frame is not None:
+                return frame
             if reader.eof:
-                raise EOFError("stream ended within a frame header")
+                raise EOFError("stream ended within a frame")
             yield
+
+    @classmethod
+    def parse_buffered(
+        cls,
+        reader: StreamReader,
+        *,
+        mask: bool,
+        max_size: int | None = None,
+        rsv_mask: int = 0,
+    ) -> Frame | None:
+        """Take one frame from ``reader``'s buffer if it holds a whole one, else None.
+
+        The rules are checked as soon as the header is buffered, whether or not
+        the payload is: a bad header fails before its payload arrives. This is
+        the fast path (no generator when a recv() brought whole frames);
+        :meth:`parse` retries it as bytes arrive.
+        """
+        buffer = reader.buffer
+        size = len(buffer)
+        if size < 2:
+            return None
         b0 = buffer[0]
         b1 = buffer[1]
         opcode = _OPCODES.get(b0 & 0x0F)
@@ -198,49 +220,40 @@ class Frame:
             raise ProtocolError(f"reserved opcode {b0 & 0x0F:#x}")
         if b0 & 0x70 & ~rsv_mask:  # §5.2: RSV bits need a negotiated extension
             raise ProtocolError("RSV bit set without a negotiated extension")
-        fin = bool(b0 & 0x80)
-        masked = bool(b1 & 0x80)
-        if masked != mask:  # §5.1
+        masked = b1 & 0x80
+        if bool(masked) != mask:  # §5.1
             raise ProtocolError("unmasked client frame" if mask else "masked server frame")
         length = b1 & 0x7F
         if opcode >= 8:  # §5.5: control frames
-            if not fin:
+            if not b0 & 0x80:
                 raise ProtocolError("fragmented control frame")
             if length > 125:
                 raise ProtocolError("control frame payload over 125 bytes")
         header_size = 2
-        if length == 126:
-            header_size = 4
-        elif length == 127:
-            header_size = 10
-        if masked:
-            header_size += 4
-        while len(buffer) < header_size:
-            if reader.eof:
-                raise EOFError("stream ended within a frame header")
-            yield
-        if length == 126:
-            (length,) = _unpack16(buffer, 2)
-        elif length == 127:
-            (length,) = _unpack64(buffer, 2)
-            if length >> 63:  # §5.2: the most significant bit MUST be 0
-                raise ProtocolError("64-bit payload length with the top bit set")
+        if length >= 126:
+            header_size = 4 if length == 126 else 10
+            if size < header_size:
+                return None
+            if length == 126:
+                (length,) = _unpack16(buffer, 2)
+            else:
+                (length,) = _unpack64(buffer, 2)
+                if length >> 63:  # §5.2: the most significant bit MUST be 0
+                    raise ProtocolError("64-bit payload length with the top bit set")
         if max_size is not None and length > max_size and opcode < 8:
             raise PayloadTooBig(f"frame of {length} bytes exceeds the limit of {max_size}")
         if masked:
+            header_size += 4
+        if size < header_size + length:
+            return None
+        if masked:
             mask_key = bytes(buffer[header_size - 4 : header_size])
-        del buffer[:header_size]
-        if length:
-            while len(buffer) < length:
-                if reader.eof:
-                    raise EOFError("stream ended within a frame payload")
-                yield
-            data = reader.take(length)
-            if masked:
-                data = apply_mask(data, mask_key)
+            del buffer[:header_size]
+            data = apply_mask(reader.take(length), mask_key) if length else b""
         else:
-            data = b""
-        return cls(opcode, data, fin, bool(b0 & 0x40), bool(b0 & 0x20), bool(b0 & 0x10))
+            del buffer[:header_size]
+            data = reader.take(length) if length else b""
+        return cls(opcode, data, bool(b0 & 0x80), bool(b0 & 0x40), bool(b0 & 0x20), bool(b0 & 0x10))
 
     def serialize(self, *, mask: bool) -> list[bytes]:
         """The frame on the wire, as one buffer or as header and payload.

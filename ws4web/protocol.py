@@ -280,6 +280,7 @@ class Protocol:
         mask_in = self.side is Side.SERVER  # §5.1: servers receive masked frames
         rsv_mask = self._rsv_mask
         has_extensions = bool(self.extensions)
+        parse_buffered = Frame.parse_buffered
         yield
         try:
             while True:
@@ -296,7 +297,10 @@ class Protocol:
                         # extensions check the decoded size themselves.
                         left += (left >> 10) + 64
                     limit = left if limit is None else min(limit, left)
-                frame = yield from Frame.parse(reader, mask=mask_in, max_size=limit, rsv_mask=rsv_mask)
+                # Fast path: a whole frame is buffered (many per recv); else wait.
+                frame = parse_buffered(reader, mask=mask_in, max_size=limit, rsv_mask=rsv_mask)
+                if frame is None:
+                    frame = yield from Frame.parse(reader, mask=mask_in, max_size=limit, rsv_mask=rsv_mask)
                 if self._handle(frame):
                     break
         except ProtocolError as exc:

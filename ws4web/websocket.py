@@ -215,7 +215,8 @@ class WebSocket:
                 self.connection.start_keepalive(self.ping_interval, self.ping_timeout)
             self.connection.start(self)
         else:
-            self.connection.primitives.spawn(self.run)
+            primitives = getattr(self.connection, "primitives", THREADING)
+            primitives.spawn(self.run)
 
     def run(self) -> None:
         """Call opened(), then received_message() per message, then closed().

@@ -14,7 +14,9 @@ Threads and the event loop
     A handler whose callbacks are plain ``def`` runs :meth:`WebSocket.run` in a
     thread of its own, so a slow callback never blocks the event loop. Its
     ``send()``/``close()`` hand the work to the loop and wait for it; received
-    messages come to it through a thread-safe queue. If any of ``opened``,
+    messages come to it through a thread-safe queue, and the next one is asked of
+    the server only when the handler wants it (backpressure, and the order of a
+    plain ASGI loop). If any of ``opened``,
     ``received_message``, ``ponged``, ``closed`` is ``async def``, the callback
     loop runs on the event loop instead: ``async`` callbacks are awaited there,
     plain ones go to the loop's default executor. From the loop thread,
@@ -35,7 +37,8 @@ Capabilities (what ASGI can carry, and what happens to the rest)
     close(code, reason)                    yes (``websocket.close``)
     close code and reason received         as the server reports them in
                                            ``websocket.disconnect`` (servers differ)
-    ``max_message_size``, ``close_timeout``  yes, enforced here (1009 / bounded wait)
+    ``max_message_size``                   yes, enforced here (close 1009)
+    ``close_timeout``                      yes, bounds the wait for the disconnect
     send a generator (fragments)           joined into ONE message, sent when the
                                            iterable is exhausted (no streaming)
     ``terminate()`` (drop TCP)             approximated: the app ends without a close
@@ -46,8 +49,9 @@ Capabilities (what ASGI can carry, and what happens to the rest)
     send_frame / recv_frame (raw frames)   no: ``UnsupportedByASGI``
     ``extensions=`` (permessage-deflate)   no: ``UnsupportedByASGI`` at construction
                                            (the server negotiates compression)
-    ``ping_interval``/``heartbeat_freq``   no: ``UnsupportedByASGI`` at construction
-    ``max_frame_size``, ``reactor``        no: ``UnsupportedByASGI`` at construction
+    ``ping_interval``, ``ping_timeout``,   no: ``UnsupportedByASGI`` at construction
+    ``heartbeat_freq``, ``max_frame_size``,
+    ``reactor``
     =====================================  =================================================
 
 Shutdown
@@ -71,6 +75,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping, Sequence
 from typing import Any, TypeVar
 
+from ..auth import Authenticator, check_origin
 from ..concurrency import THREADING
 from ..exceptions import ConnectionClosed, ConnectionClosedError, InvalidHandshake, NegotiationError, closed_exception
 from ..frames import Close, CloseCode, Frame, Opcode
@@ -126,10 +131,10 @@ _EOF = _EndOfStream()
 class ASGIConnection:
     """The :class:`~ws4web.connection.Connection` interface over one ASGI WebSocket.
 
-    Created on the event loop by :class:`WebSocketASGIApp`. A task (the pump)
-    reads ``receive()`` and queues messages for whichever thread or coroutine
-    asks; every send goes through one asyncio lock, so sends from threads and
-    from the loop keep their order and never interleave.
+    Created on the event loop by :class:`WebSocketASGIApp`. Two tasks do the
+    I/O: the pump reads ``receive()`` and queues messages for whichever thread or
+    coroutine asks; the writer takes sends from one queue, in the order they
+    were made (from threads or from the loop), and awaits ``send()`` for each.
     """
 
     def __init__(
@@ -141,13 +146,11 @@ class ASGIConnection:
         subprotocol: str | None = None,
         max_message_size: int | None = 2**20,
         close_timeout: float | None = 10.0,
-        max_queue: int = 16,
     ) -> None:
         self.scope = scope
         self.subprotocol = subprotocol
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout
-        self.max_queue = max(1, max_queue)
         self.on_ping: Any = None  # never called: ASGI does not deliver control frames
         self.on_pong: Any = None
         self.loop = asyncio.get_running_loop()
@@ -158,20 +161,25 @@ class ASGIConnection:
         self._close_code: int = CloseCode.ABNORMAL_CLOSURE
         self._close_reason = ""
         self._sent_code: int | None = None
-        self._aborted = False
         # Loop -> consumers. The deque is shared with threads, so it is guarded by
         # the condition; its lock is only ever held for an append or a pop.
         self._inbox: deque[Message | _EndOfStream] = deque()
         self._cond = threading.Condition()
         self._recv_lock = threading.Lock()  # one thread reader at a time, as in Connection
-        self._queued = 0  # messages delivered but not yet consumed (loop thread only)
         self._arrived = asyncio.Event()
-        self._room = asyncio.Event()
-        self._send_lock = asyncio.Lock()
+        # Set while a consumer waits for a message: only then does the pump call
+        # receive(), as a plain ASGI loop would. So the server reads the next frame
+        # only after the handler is done with the previous message (its reply is
+        # out first), and a slow handler slows the client down (backpressure).
+        self._wanted = asyncio.Event()
+        # Senders -> the writer (loop thread only). A future per send that someone waits for.
+        self._outbox: deque[tuple[Event, asyncio.Future[None] | None]] = deque()
+        self._wake_writer = asyncio.Event()
+        self._writing = False  # a send() is in progress (the writer's or a direct one)
         self._closed_async = asyncio.Event()
         self._closed_thread = threading.Event()
         self._close_timer: asyncio.TimerHandle | None = None
-        self._pump_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- state -----------------------------------------------------------------
 
@@ -202,8 +210,16 @@ class ASGIConnection:
     # -- sending -----------------------------------------------------------------
 
     def send_message(self, data: Data, binary: bool | None = None) -> None:
-        """Send one message (str as text, bytes as binary, a Message as its type)."""
-        self._submit(self._send_event(_send_event(data, binary)))
+        """Send one message (str as text, bytes as binary, a Message as its type).
+
+        From a thread this returns once the server took the message; on the loop
+        thread it queues the message and returns at once.
+        """
+        event = _send_event(data, binary)
+        if self._on_loop():
+            self._enqueue(event, None)
+        else:
+            self._run(self._send_and_wait(event))
 
     def send_fragments(self, chunks: Iterable[str | bytes], binary: bool | None = None) -> None:
         """ASGI has no fragments: the chunks are joined and sent as one message.
@@ -237,14 +253,13 @@ class ASGIConnection:
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake; from a thread that is not reading, wait for its end.
 
-        On the loop thread this only queues the close frame and returns.
+        On the loop thread this only queues the close and returns.
         """
         Close(code, reason).serialize()  # ValueError for a code or reason that cannot be sent (RFC 6455 §7.4)
         if self._on_loop():
-            if self._state is State.OPEN:
-                self._spawn(self._start_close(code, reason))
+            self._begin_close(code, reason, None)
             return
-        self._run(self._start_close(code, reason))
+        self._run(self._close_sent(code, reason))
         # Like Connection.close(): when no other thread is reading, wait here for the
         # end (bounded by close_timeout, which the loop enforces); else the reader sees it.
         if self._recv_lock.acquire(blocking=False):
@@ -260,7 +275,7 @@ class ASGIConnection:
         connection its own way (uvicorn closes TCP, hypercorn sends 1011).
         """
         if self._on_loop():
-            self._abort_now()
+            self._mark_closed(CloseCode.ABNORMAL_CLOSURE, "")
         else:
             self._run(self._abort_async())
 
@@ -268,12 +283,12 @@ class ASGIConnection:
 
     async def asend(self, data: Data, binary: bool | None = None) -> None:
         """Send one message and wait until the server took it."""
-        await self._send_event(_send_event(data, binary))
+        await self._send_and_wait(_send_event(data, binary))
 
     async def aclose(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake and wait for its end (bounded by close_timeout)."""
         Close(code, reason).serialize()
-        await self._start_close(code, reason)
+        await self._close_sent(code, reason)
         await self._closed_async.wait()
 
     async def arecv(self) -> Message:
@@ -284,13 +299,13 @@ class ASGIConnection:
                 if isinstance(item, Message):
                     self._inbox.popleft()
             if isinstance(item, Message):
-                self._consumed()
                 return item
             if item is not None:
                 raise self._close_exc()
             # No await between the empty check and clear(): the pump runs on this
             # loop too, so it cannot append in between.
             self._arrived.clear()
+            self._wanted.set()
             await self._arrived.wait()
 
     # -- receiving (threads) --------------------------------------------------------
@@ -299,55 +314,52 @@ class ASGIConnection:
         """The next message; ConnectionClosed when closed, TimeoutError on timeout."""
         if self._on_loop():
             raise RuntimeError("recv() would block the event loop; use `await self.connection.arecv()`")
-        with self._recv_lock:
-            with self._cond:
+        with self._recv_lock, self._cond:
+            if not self._inbox:
+                try:
+                    self.loop.call_soon_threadsafe(self._wanted.set)
+                except RuntimeError:  # the loop is closed: nothing will ever arrive
+                    self._inbox.append(_EOF)
                 if not self._cond.wait_for(lambda: bool(self._inbox), timeout):
                     raise TimeoutError("no message within the timeout")
-                item = self._inbox[0]
-                if not isinstance(item, Message):
-                    raise self._close_exc()  # the end marker stays queued for later calls
-                self._inbox.popleft()
-            try:
-                self.loop.call_soon_threadsafe(self._consumed)
-            except RuntimeError:  # the loop is gone; nothing more will arrive anyway
-                pass
+            item = self._inbox[0]
+            if not isinstance(item, Message):
+                raise self._close_exc()  # the end marker stays queued for later calls
+            self._inbox.popleft()
             return item
 
     def recv_frame(self, timeout: float | None = None) -> Frame:
         raise UnsupportedByASGI("recv_frame (raw frames)", "the server assembles messages; use recv()")
 
-    # -- loop side ---------------------------------------------------------------
+    # -- the loop side ---------------------------------------------------------------
 
     async def accept(self, headers: Sequence[tuple[str, str]] = ()) -> None:
-        """Send ``websocket.accept`` and start reading."""
+        """Send ``websocket.accept`` and start the pump and the writer."""
         event: Event = {"type": "websocket.accept", "subprotocol": self.subprotocol}
         if headers:  # ASGI spec 2.1+; only sent when there are some
             event["headers"] = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         await self._send(event)
         self._state = State.OPEN
-        self._pump_task = self.loop.create_task(self._pump())
+        self._tasks = [self.loop.create_task(self._pump()), self.loop.create_task(self._writer())]
 
     def finish(self) -> None:
         """Release everything when the app returns (or is cancelled)."""
-        if self._state is not State.CLOSED:
-            self._mark_closed(CloseCode.ABNORMAL_CLOSURE, "")
-        if self._pump_task is not None and not self._pump_task.done():
-            self._pump_task.cancel()
+        self._mark_closed(CloseCode.ABNORMAL_CLOSURE, "")
+        for task in self._tasks:
+            task.cancel()
 
     async def _pump(self) -> None:
         limit = self.max_message_size
         try:
             while True:
-                if self._state is State.OPEN and self._queued >= self.max_queue:
-                    # Backpressure: stop calling receive() and the server stops reading TCP.
-                    self._room.clear()
-                    await self._room.wait()
+                if self._state is State.OPEN and not self._wanted.is_set():
+                    await self._wanted.wait()  # while closing, read on to the disconnect
                     continue
                 event = await self._receive()
                 kind = event.get("type")
                 if kind == "websocket.receive":
                     if self._state is not State.OPEN:
-                        continue  # after our close frame nothing received is wanted
+                        continue  # after our close nothing received is wanted
                     text = event.get("text")
                     if text is not None:
                         message: Message = TextMessage(text)
@@ -355,13 +367,12 @@ class ASGIConnection:
                         message = BinaryMessage(bytes(event.get("bytes") or b""))
                     if limit is not None and len(message.data) > limit:
                         # RFC 6455 §7.4.1: 1009 for a message too big to process.
-                        self._spawn(self._start_close(CloseCode.MESSAGE_TOO_BIG, "message too big"))
+                        self._begin_close(CloseCode.MESSAGE_TOO_BIG, "message too big", None)
                         continue
                     self._deliver(message)
                 elif kind == "websocket.disconnect":
-                    self._mark_closed(
-                        int(event.get("code") or CloseCode.NO_STATUS_RCVD), str(event.get("reason") or "")
-                    )
+                    code = int(event.get("code") or CloseCode.NO_STATUS_RCVD)
+                    self._mark_closed(code, str(event.get("reason") or ""))
                     return
                 else:
                     logger.debug("ignoring ASGI event %r", kind)
@@ -371,16 +382,97 @@ class ASGIConnection:
             logger.debug("receive() failed: %r", exc)
             self._mark_closed(CloseCode.ABNORMAL_CLOSURE, "")
 
+    async def _writer(self) -> None:
+        outbox = self._outbox
+        while True:
+            if not outbox or self._writing:
+                if not outbox and self._state is State.CLOSED:
+                    return
+                self._wake_writer.clear()
+                await self._wake_writer.wait()
+                continue
+            event, future = outbox.popleft()
+            if future is not None and future.done():
+                continue  # its sender was cancelled before it went out
+            self._writing = True
+            try:
+                await self._send(event)
+            except Exception as exc:  # e.g. uvicorn's ClientDisconnected (an OSError)
+                logger.debug("send() failed: %r", exc)
+                _fail(future, ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "", self._sent_code))
+                self._mark_closed(CloseCode.ABNORMAL_CLOSURE, "")
+                continue
+            finally:
+                self._writing = False
+            if event["type"] == "websocket.close" and self.close_timeout is not None and not self.closed:
+                # RFC 6455 §7.1.1: do not wait forever for the peer's close frame.
+                self._close_timer = self.loop.call_later(
+                    self.close_timeout, self._mark_closed, CloseCode.ABNORMAL_CLOSURE, ""
+                )
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def _enqueue(self, event: Event, future: asyncio.Future[None] | None) -> None:
+        """Queue a send for the writer (loop thread); the order of calls is the order on the wire."""
+        if self._state is not State.OPEN:
+            raise self._close_exc()
+        self._outbox.append((event, future))
+        self._wake_writer.set()
+
+    async def _send_and_wait(self, event: Event) -> None:
+        if self._outbox or self._writing or self._state is not State.OPEN:
+            future = self.loop.create_future()
+            self._enqueue(event, future)
+            await future
+            return
+        # Nothing queued and nothing being written: send from this task directly.
+        # Order is kept (the writer waits while _writing), and an async callback's
+        # reply leaves in the same loop step, before the server reads on, as it
+        # would from a plain ASGI app.
+        self._writing = True
+        try:
+            await self._send(event)
+        except Exception as exc:
+            logger.debug("send() failed: %r", exc)
+            self._mark_closed(CloseCode.ABNORMAL_CLOSURE, "")
+            raise ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "", self._sent_code) from exc
+        finally:
+            self._writing = False
+            if self._outbox:
+                self._wake_writer.set()
+
+    def _begin_close(self, code: int, reason: str, future: asyncio.Future[None] | None) -> bool:
+        """Queue the close after every send already queued (loop thread); False if not open."""
+        if self._state is not State.OPEN:
+            return False
+        event: Event = {"type": "websocket.close", "reason": reason}
+        if code != CloseCode.NO_STATUS_RCVD:  # 1005 = no code: the server sends its default
+            event["code"] = code
+        self._outbox.append((event, future))
+        self._wake_writer.set()
+        self._state = State.CLOSING  # from now on send() raises, as in the core
+        self._sent_code = code
+        self._wanted.set()  # read on until the disconnect, whatever the handler does
+        return True
+
+    async def _close_sent(self, code: int, reason: str) -> None:
+        """Queue the close and wait until it is out (or the connection is gone)."""
+        future = self.loop.create_future()
+        if self._begin_close(code, reason, future):
+            try:
+                await future
+            except ConnectionClosed:  # already gone: closing it is not an error
+                pass
+
+    async def _abort_async(self) -> None:
+        self._mark_closed(CloseCode.ABNORMAL_CLOSURE, "")
+
     def _deliver(self, message: Message) -> None:
         with self._cond:
             self._inbox.append(message)
             self._cond.notify()
-        self._queued += 1
+        self._wanted.clear()  # in the same loop step: a consumer asks again only after this
         self._arrived.set()
-
-    def _consumed(self) -> None:
-        self._queued -= 1
-        self._room.set()
 
     def _mark_closed(self, code: int, reason: str) -> None:
         if self._state is State.CLOSED:
@@ -391,77 +483,28 @@ class ASGIConnection:
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
+        while self._outbox:  # sends that will never go out
+            _event, future = self._outbox.popleft()
+            _fail(future, self._close_exc())
         with self._cond:
             self._inbox.append(_EOF)
             self._cond.notify_all()
         self._arrived.set()
-        self._room.set()
+        self._wanted.set()
+        self._wake_writer.set()
         self._closed_async.set()
         self._closed_thread.set()
-
-    async def _send_event(self, event: Event) -> None:
-        async with self._send_lock:  # FIFO: sends leave in the order they were made
-            if self._state is not State.OPEN:
-                raise self._close_exc()
-            try:
-                await self._send(event)
-            except Exception as exc:  # e.g. uvicorn's ClientDisconnected (an OSError)
-                self._mark_closed(CloseCode.ABNORMAL_CLOSURE, "")
-                raise ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "", self._sent_code) from exc
-
-    async def _start_close(self, code: int, reason: str) -> None:
-        async with self._send_lock:  # after every send already made
-            if self._state is not State.OPEN:
-                return
-            self._state = State.CLOSING
-            self._sent_code = code
-            self._room.set()  # keep reading until the disconnect, whatever is queued
-            event: Event = {"type": "websocket.close", "reason": reason}
-            if code != CloseCode.NO_STATUS_RCVD:  # 1005 = no code: the server sends its default
-                event["code"] = code
-            try:
-                await self._send(event)
-            except Exception as exc:
-                logger.debug("sending websocket.close failed: %r", exc)
-                self._mark_closed(CloseCode.ABNORMAL_CLOSURE, "")
-                return
-            if self.close_timeout is not None and self._state is not State.CLOSED:
-                # RFC 6455 §7.1.1: do not wait forever for the peer's close frame.
-                self._close_timer = self.loop.call_later(
-                    self.close_timeout, self._mark_closed, CloseCode.ABNORMAL_CLOSURE, ""
-                )
-
-    def _abort_now(self) -> None:
-        self._aborted = True
-        self._mark_closed(CloseCode.ABNORMAL_CLOSURE, "")
-
-    async def _abort_async(self) -> None:
-        self._abort_now()
 
     def _close_exc(self) -> ConnectionClosed:
         return closed_exception(self._close_code, self._close_reason, self._sent_code)
 
-    # -- crossing between threads and the loop ----------------------------------------
+    # -- crossing from threads to the loop ---------------------------------------------
 
     def _on_loop(self) -> bool:
         return threading.get_ident() == self._loop_thread
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run ``coro`` on the loop without waiting (from the loop thread)."""
-        task = self.loop.create_task(coro)
-        task.add_done_callback(_log_failure)
-
-    def _submit(self, coro: Coroutine[Any, Any, None]) -> None:
-        """From a thread: run ``coro`` on the loop and wait. From the loop: queue it."""
-        if self._on_loop():
-            if self._state is not State.OPEN:
-                coro.close()
-                raise self._close_exc()
-            self._spawn(coro)
-        else:
-            self._run(coro)
-
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop from another thread and wait for its result."""
         try:
             future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         except RuntimeError:  # the loop is closed
@@ -479,12 +522,11 @@ class ASGIConnection:
             raise ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "", self._sent_code) from None
 
 
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        logger.debug("queued send failed: %r", exc)
+def _fail(future: asyncio.Future[None] | None, exc: BaseException) -> None:
+    if future is None:  # nobody waits (a send queued from the loop thread): say it in the log
+        logger.debug("queued send dropped: %s", exc)
+    elif not future.done():
+        future.set_exception(exc)
 
 
 def _send_event(data: Data, binary: bool | None) -> Event:
@@ -549,9 +591,14 @@ class WebSocketASGIApp:
     """An ASGI application that runs ``handler_cls`` for every WebSocket connection.
 
     ``protocols`` are the subprotocols supported, picked in the client's order
-    (or by ``select_subprotocol(offered, supported)``). ``process_request(request)``
-    may refuse the handshake by returning a :class:`~ws4web.http11.Response` or
-    raising :class:`~ws4web.exceptions.InvalidHandshake`. ``headers`` go with the
+    (or by ``select_subprotocol(offered, supported)``). As on the other servers,
+    ``process_request(request)`` runs first and may refuse by returning a
+    :class:`~ws4web.http11.Response` (or raising
+    :class:`~ws4web.exceptions.InvalidHandshake`); then ``origins`` (the Origin
+    allow-list of :mod:`ws4web.auth`) and ``authenticate(request)``. The ASGI
+    server validated the upgrade itself; ``check_handshake=True`` re-runs ws4web's
+    RFC 6455 checks on HTTP/1.1 requests (off by default: Starlette's TestClient,
+    for one, sends a handshake that would fail them). ``headers`` go with the
     accept. Non-WebSocket scopes go to ``app`` when given, else get a 404.
     Other keyword arguments go to every handler (``max_message_size``,
     ``close_timeout`` are also honoured by the adapter).
@@ -564,9 +611,11 @@ class WebSocketASGIApp:
         *,
         select_subprotocol: SubprotocolSelector | None = None,
         process_request: ProcessRequest | None = None,
+        origins: Sequence[str | None] | None = None,
+        authenticate: Authenticator | None = None,
+        check_handshake: bool = False,
         headers: Sequence[tuple[str, str]] = (),
         app: ASGIApp | None = None,
-        max_queue: int = 16,
         **handler_options: Any,
     ) -> None:
         for name, (is_default, hint) in _UNSUPPORTED_OPTIONS.items():
@@ -576,16 +625,18 @@ class WebSocketASGIApp:
         self.protocols = list(protocols)
         self.select_subprotocol = select_subprotocol
         self.process_request = process_request
+        self.origins = None if origins is None else list(origins)
+        self.authenticate = authenticate
+        self.check_handshake = check_handshake
         self.headers = list(headers)
         self.app = app
-        self.max_queue = max_queue
         self.handler_options = handler_options
         self.max_message_size: int | None = handler_options.get("max_message_size", 2**20)
         self.close_timeout: float | None = handler_options.get("close_timeout", 10.0)
         self.asynchronous = any(inspect.iscoroutinefunction(getattr(handler_cls, n, None)) for n in _CALLBACKS)
         #: the handlers of the open connections (for broadcasts and shutdown)
         self.websockets: set[WebSocket] = set()
-        self._stopping: set[asyncio.AbstractEventLoop] = set()
+        self._stopping: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()  # loops shutting down
         _APPS.add(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -625,13 +676,21 @@ class WebSocketASGIApp:
         try:
             if loop in self._stopping:
                 raise InvalidHandshake("server shutting down", status=503)
-            if request.version in ("HTTP/1.0", "HTTP/1.1"):
-                # The server checked what it needed; check the rest of RFC 6455 §4.2.1
-                # (Host, a 16-byte key, version 13). HTTP/2 (RFC 8441) has none of these.
-                check_request(request)
-            subprotocol = self._choose_subprotocol(list(scope.get("subprotocols") or ()))
+            # The order of the threaded server (ws4web.upgrade.answer_request).
             if self.process_request is not None:
-                refusal = await self._process(request)
+                refusal = await _off_loop(self.process_request, request)
+                if refusal is not None and not isinstance(refusal, Response):
+                    raise TypeError(f"process_request returned {refusal!r}, not a Response or None")
+            if refusal is None:
+                if self.check_handshake and request.version in ("HTTP/1.0", "HTTP/1.1"):
+                    # RFC 6455 §4.2.1 (Host, a 16-byte key, version 13) on top of the
+                    # server's own checks; HTTP/2 (RFC 8441) has none of these headers.
+                    check_request(request)
+                if self.origins is not None:
+                    check_origin(request, self.origins)
+                if self.authenticate is not None:
+                    await _off_loop(self.authenticate, request)
+                subprotocol = self._choose_subprotocol(list(scope.get("subprotocols") or ()))
         except InvalidHandshake as exc:
             logger.info("handshake for %s refused: %s", request.path, exc)
             refusal = reject(exc)
@@ -646,7 +705,6 @@ class WebSocketASGIApp:
             subprotocol=subprotocol,
             max_message_size=self.max_message_size,
             close_timeout=self.close_timeout,
-            max_queue=self.max_queue,
         )
         try:
             handler = self.handler_cls(
@@ -660,9 +718,10 @@ class WebSocketASGIApp:
         except InvalidHandshake as exc:
             await _refuse(scope, send, reject(exc))
             return
-        except Exception as exc:
+        except Exception:
             logger.exception("creating handler %s failed", self.handler_cls.__name__)
-            await _refuse(scope, send, reject(InvalidHandshake(f"handler failed: {exc!r}", status=500)))
+            # The details stay in the log: a client has no business reading them.
+            await _refuse(scope, send, reject(InvalidHandshake("internal error", status=500)))
             return
 
         try:
@@ -688,19 +747,6 @@ class WebSocketASGIApp:
         if chosen is not None and chosen not in offered:  # RFC 6455 §4.2.2 item 5.4
             raise NegotiationError(f"selected subprotocol {chosen!r} was not offered")
         return chosen
-
-    async def _process(self, request: Request) -> Response | None:
-        hook = self.process_request
-        assert hook is not None
-        if inspect.iscoroutinefunction(hook):
-            result: Any = await hook(request)
-        else:  # a plain hook may block (a database, a file): keep it off the loop
-            result = await asyncio.get_running_loop().run_in_executor(None, hook, request)
-            if inspect.isawaitable(result):
-                result = await result
-        if result is not None and not isinstance(result, Response):
-            raise TypeError(f"process_request returned {result!r}, not a Response or None")
-        return result
 
     # -- running the handler ----------------------------------------------------------
 
@@ -738,25 +784,25 @@ class WebSocketASGIApp:
         finally:
             closed.cancel()
         if conn.state is State.OPEN:  # run() returned without closing: do it for it
-            await conn._start_close(CloseCode.NORMAL_CLOSURE, "")
+            await conn.aclose()
         await conn.wait_closed_async()
 
     async def _run_async(self, handler: WebSocket, conn: ASGIConnection) -> None:
         """The callback loop of WebSocket.run(), on the event loop."""
         name = type(handler).__name__
         try:
-            await _call(handler.opened)
+            await _off_loop(handler.opened)
             while True:
                 message = await conn.arecv()
-                await _call(handler.received_message, message)
+                await _off_loop(handler.received_message, message)
         except ConnectionClosed:
             pass
         except Exception:
             logger.exception("handler %s raised; closing with 1011", name)
-            await conn._start_close(CloseCode.INTERNAL_ERROR, "internal error")
+            await conn.aclose(CloseCode.INTERNAL_ERROR, "internal error")
         await conn.wait_closed_async()
         try:
-            await _call(handler.closed, conn.close_code, conn.close_reason)
+            await _off_loop(handler.closed, conn.close_code, conn.close_reason)
         except Exception:
             logger.exception("closed() of %s raised", name)
 
@@ -771,20 +817,24 @@ class WebSocketASGIApp:
         await _close_connections([h.connection for h in list(self.websockets)], code, reason, timeout)
 
 
-async def _call(callback: Callable[..., Any], *args: Any) -> None:
-    """Await an ``async def`` callback; run a plain one in the loop's executor."""
-    if inspect.iscoroutinefunction(callback):
-        await callback(*args)
-        return
-    result = await asyncio.get_running_loop().run_in_executor(None, functools.partial(callback, *args))
+async def _off_loop(hook: Callable[..., Any], *args: Any) -> Any:
+    """Await an ``async def`` hook or callback; run a plain one in the loop's executor (it may block)."""
+    if inspect.iscoroutinefunction(hook):
+        return await hook(*args)
+    result = await asyncio.get_running_loop().run_in_executor(None, functools.partial(hook, *args))
     if inspect.isawaitable(result):
-        await result
+        result = await result
+    return result
 
 
 async def _refuse(scope: Scope, send: Send, response: Response) -> None:
     """Answer the handshake with ``response``, or with the server's 403 when ASGI cannot say more."""
     if _HTTP_RESPONSE in (scope.get("extensions") or {}):
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        if "Content-Length" not in response.headers:
+            # The whole body is known: say its size, or a server may fall back to
+            # chunked encoding, which a WebSocket client need not read.
+            headers.append((b"content-length", str(len(response.body)).encode("ascii")))
         await send({"type": "websocket.http.response.start", "status": response.status, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": response.body, "more_body": False})
     else:
@@ -794,6 +844,7 @@ async def _refuse(scope: Scope, send: Send, response: Response) -> None:
 
 
 async def _close_connections(conns: list[Any], code: int, reason: str, timeout: float) -> None:
+    Close(code, reason).serialize()  # a bad code or reason fails here, not in every task
     loop = asyncio.get_running_loop()
     waiters: list[Awaitable[None]] = []
     for conn in conns:
