@@ -40,11 +40,11 @@ class ChatHandler(WebSocket):
             self._broadcast_presence()
         elif kind == "say":
             with self.room_lock:
-                name = self.room.get(self)
-            if name is None:
+                sender = self.room.get(self)
+            if sender is None:
                 self._send({"type": "error", "text": "join first"})
                 return
-            self._broadcast({"type": "message", "from": name, "text": str(event.get("text", ""))[:MAX_TEXT]})
+            self._broadcast({"type": "message", "from": sender, "text": str(event.get("text", ""))[:MAX_TEXT]})
         else:
             self._send({"type": "error", "text": f"unknown type {kind!r}"})
 

@@ -16,10 +16,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 
-from handler import ChatHandler  # noqa: E402
+from handler import ChatHandler
 
-from ws4web import WebSocketServer  # noqa: E402
-from ws4web.http11 import Headers, Request, Response  # noqa: E402
+from ws4web import WebSocketServer
+from ws4web.http11 import Headers, Request, Response
 
 with open(os.path.join(HERE, "index.html"), "rb") as _page:
     PAGE = _page.read()

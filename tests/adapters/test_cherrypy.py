@@ -1,4 +1,4 @@
-"""The CherryPy tool and plugin against a real CherryPy (cheroot) server on loopback."""
+"""The CherryPy tool and plugin against a real CherryPy (cheroot) server on loopback, in both I/O modes."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from ws4web.streams import StreamReader  # noqa: E402
 pytestmark = pytest.mark.timeout(60)
 
 TIMEOUT = 10.0
+IO_MODES = ["reactor", "threads"]
 
 # The decorators below need the tool registered when the class is defined; the
 # plugin is subscribed by the fixture (install() then keeps this tool).
@@ -66,6 +67,28 @@ class Welcome(WebSocket):
         self.send("welcome")  # must reach the client after the 101, not before
 
 
+class Puller(WebSocket):
+    """Pull style: blocks in recv(), which only a thread of its own may do."""
+
+    def opened(self) -> None:
+        self.send("pulled " + self.recv(TIMEOUT).text)
+
+
+class Recorder(Echo):
+    """Echo that logs its callbacks, to order them against the bus channels."""
+
+    events: list[tuple[str, WebSocket]] = []
+    lock = threading.Lock()
+
+    def opened(self) -> None:
+        with Recorder.lock:
+            Recorder.events.append(("opened", self))
+
+    def closed(self, code: int, reason: str | None = None) -> None:
+        with Recorder.lock:
+            Recorder.events.append(("closed", self))
+
+
 class Root:
     @cherrypy.expose
     def index(self) -> str:
@@ -85,6 +108,14 @@ class Root:
 
     @cherrypy.expose
     def boom(self) -> None:
+        pass
+
+    @cherrypy.expose
+    def pull(self) -> None:
+        pass
+
+    @cherrypy.expose
+    def record(self) -> None:
         pass
 
     @cherrypy.expose
@@ -112,6 +143,8 @@ CONFIG = {
         "tools.websocket.protocols": ["chat", "superchat"],
     },
     "/boom": {"tools.websocket.on": True, "tools.websocket.handler_cls": Boom},
+    "/pull": {"tools.websocket.on": True, "tools.websocket.handler_cls": Puller},
+    "/record": {"tools.websocket.on": True, "tools.websocket.handler_cls": Recorder},
 }
 
 
@@ -145,13 +178,26 @@ def start_engine() -> int:
     # restart, without SO_REUSEADDR: the server-side TIME_WAIT sockets of the
     # WebSockets closed just before would make that fail. A new server object
     # asks for a new port.
-    cherrypy.server.httpserver = None
+    cherrypy.server.httpserver = cherrypy.server.httpserver_from_self()[0]
+    # cheroot's stop() waits for its selector loop, which looks up every
+    # expiration_interval (0.5 s): that was most of each test's teardown.
+    cherrypy.server.httpserver.expiration_interval = 0.05
     cherrypy.engine.start()
     return int(cherrypy.server.bound_addr[1])
 
 
+@pytest.fixture(params=IO_MODES)
+def io_mode(request: pytest.FixtureRequest, app: adapter.WebSocketPlugin) -> Iterator[str]:
+    mode: str = request.param
+    app.io = mode
+    try:
+        yield mode
+    finally:
+        app.io = "reactor"
+
+
 @pytest.fixture
-def server(app: adapter.WebSocketPlugin) -> Iterator[tuple[int, adapter.WebSocketPlugin]]:
+def server(app: adapter.WebSocketPlugin, io_mode: str) -> Iterator[tuple[int, adapter.WebSocketPlugin]]:
     for q in (Probe.created, Probe.closings):
         while not q.empty():
             q.get_nowait()
@@ -160,6 +206,10 @@ def server(app: adapter.WebSocketPlugin) -> Iterator[tuple[int, adapter.WebSocke
         yield port, app
     finally:
         cherrypy.engine.stop()
+
+
+def reactor_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "ws4web-cherrypy-reactor"]
 
 
 def ws_url(port: int, path: str) -> str:
@@ -283,7 +333,7 @@ def test_opened_message_follows_the_101(server: tuple[int, Any]) -> None:
         ws.close()
 
 
-def test_handler_gets_request_environ_and_blocking_socket(server: tuple[int, Any]) -> None:
+def test_handler_gets_request_environ_and_blocking_socket(server: tuple[int, Any], io_mode: str) -> None:
     port, _ = server
     ws = connect(ws_url(port, "/probe?room=7"), timeout=TIMEOUT)
     try:
@@ -298,6 +348,7 @@ def test_handler_gets_request_environ_and_blocking_socket(server: tuple[int, Any
         assert created["environ"]["QUERY_STRING"] == "room=7"
         assert "wsgi.input" not in created["environ"]
         assert created["data"] == b""
+        assert ("reactor" in created) == (io_mode == "reactor")
     finally:
         ws.close()
 
@@ -459,12 +510,15 @@ def test_broadcast_reaches_every_client(server: tuple[int, adapter.WebSocketPlug
     assert wait_for(lambda: not plugin.websockets)
 
 
-def test_engine_stop_closes_clients_with_1001(app: adapter.WebSocketPlugin) -> None:
+def test_engine_stop_closes_clients_with_1001(app: adapter.WebSocketPlugin, io_mode: str) -> None:
     port = start_engine()
     stopper = None
     try:
         clients = [connect(ws_url(port, "/echo"), timeout=TIMEOUT) for _ in range(3)]
         assert wait_for(lambda: len(app.websockets) == 3)
+        # The reactor runs only in its mode, and was started with the engine.
+        assert (app.reactor is not None) == (io_mode == "reactor")
+        assert len(reactor_threads()) == (1 if io_mode == "reactor" else 0)
         stopper = threading.Thread(target=cherrypy.engine.stop)
         stopper.start()
         for ws in clients:  # reading lets each client answer the server's close frame
@@ -474,14 +528,17 @@ def test_engine_stop_closes_clients_with_1001(app: adapter.WebSocketPlugin) -> N
         stopper.join(TIMEOUT)
         assert not stopper.is_alive()
         assert not app.websockets
+        # Stopped with the engine, after the closes: no thread left behind.
+        assert app.reactor is None
+        assert not reactor_threads()
     finally:
         if stopper is not None:
             stopper.join(TIMEOUT)
         cherrypy.engine.stop()
 
 
-def test_many_clients_with_four_worker_threads(server: tuple[int, Any]) -> None:
-    port, _ = server
+def test_many_clients_with_four_worker_threads(server: tuple[int, adapter.WebSocketPlugin], io_mode: str) -> None:
+    port, plugin = server
     assert cherrypy.server.httpserver.requests.min == 4
 
     def open_one(i: int) -> WebSocket:
@@ -493,6 +550,13 @@ def test_many_clients_with_four_worker_threads(server: tuple[int, Any]) -> None:
         # All 200 stay open, yet plain HTTP still gets a worker thread.
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=TIMEOUT) as page:
             assert page.read() == b"plain page"
+        assert wait_for(lambda: len(plugin.websockets) == 200)
+        if io_mode == "reactor":
+            # One selector thread holds them all: no thread per connection.
+            assert plugin.reactor is not None and len(plugin.reactor.connections) == 200
+            assert threading.active_count() < 200
+        else:
+            assert threading.active_count() > 200
         for i, ws in enumerate(clients):
             ws.send(f"message {i}")
         for i, ws in enumerate(clients):
@@ -500,3 +564,84 @@ def test_many_clients_with_four_worker_threads(server: tuple[int, Any]) -> None:
     finally:
         with ThreadPoolExecutor(max_workers=20) as pool:
             list(pool.map(lambda ws: ws.close(), clients))
+
+
+# -- the I/O modes ---------------------------------------------------------------------
+
+
+def test_reactor_is_the_default_and_modes_are_checked() -> None:
+    bus = cherrypy.process.wspbus.Bus()
+    plugin = adapter.WebSocketPlugin(bus)
+    assert plugin.io == "reactor"
+    assert adapter.WebSocketPlugin(bus, io="threads").io == "threads"
+    with pytest.raises(ValueError):
+        adapter.WebSocketPlugin(bus, io="fibers")
+    with pytest.raises(ValueError):
+        plugin.io = "fibers"
+    assert plugin.io == "reactor"
+
+
+def test_pull_style_handler_needs_threads(server: tuple[int, Any], io_mode: str) -> None:
+    port, _ = server
+    ws = connect(ws_url(port, "/pull"), timeout=TIMEOUT)
+    try:
+        ws.send("x")
+        if io_mode == "threads":
+            assert ws.recv(TIMEOUT).text == "pulled x"
+        else:
+            # recv() raises in a reactor callback: the handler failed, 1011.
+            with pytest.raises(ConnectionClosedError) as info:
+                ws.recv(TIMEOUT)
+            assert info.value.code == 1011
+    finally:
+        ws.close()
+
+
+def test_bus_channels_bracket_the_callbacks(server: tuple[int, Any]) -> None:
+    port, _ = server
+    with Recorder.lock:
+        Recorder.events.clear()
+
+    def handled(websocket: WebSocket, peer: Any = None) -> None:
+        if isinstance(websocket, Recorder):
+            with Recorder.lock:
+                Recorder.events.append(("handle-websocket", websocket))
+
+    def gone(websocket: WebSocket) -> None:
+        if isinstance(websocket, Recorder):
+            with Recorder.lock:
+                Recorder.events.append(("websocket-closed", websocket))
+
+    cherrypy.engine.subscribe("handle-websocket", handled)
+    cherrypy.engine.subscribe("websocket-closed", gone)
+    try:
+        ws = connect(ws_url(port, "/record"), timeout=TIMEOUT)
+        ws.send("x")
+        assert ws.recv(TIMEOUT).text == "x"
+        ws.close()
+        assert wait_for(lambda: len(Recorder.events) == 4)
+    finally:
+        cherrypy.engine.unsubscribe("handle-websocket", handled)
+        cherrypy.engine.unsubscribe("websocket-closed", gone)
+    names = [name for name, _ in Recorder.events]
+    assert names == ["handle-websocket", "opened", "closed", "websocket-closed"]
+    assert len({id(websocket) for _, websocket in Recorder.events}) == 1
+
+
+@pytest.mark.parametrize("io_mode", ["reactor"], indirect=True)
+def test_without_the_plugin_connections_get_threads(server: tuple[int, adapter.WebSocketPlugin]) -> None:
+    port, plugin = server
+    plugin.unsubscribe()  # nobody answers websocket-reactor now
+    try:
+        ws = connect(ws_url(port, "/probe"), timeout=TIMEOUT)
+        try:
+            ws.send("alone")
+            assert ws.recv(TIMEOUT).text == "alone"
+            created = Probe.created.get(timeout=TIMEOUT)
+            assert "reactor" not in created
+            assert not plugin.websockets  # untracked, as nobody listens
+        finally:
+            ws.close()
+        assert Probe.closings.get(timeout=TIMEOUT) == 1000
+    finally:
+        plugin.subscribe()

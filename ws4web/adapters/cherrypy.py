@@ -11,6 +11,7 @@ Set it up once, then turn the tool on per path, in config or with a decorator::
             plugin.broadcast(message)
 
     plugin = install()  # cherrypy.tools.websocket + a WebSocketPlugin on cherrypy.engine
+    # install(io="threads") runs each connection in a thread of its own instead of the reactor
 
     class Root:
         @cherrypy.expose
@@ -36,8 +37,23 @@ How a request becomes a WebSocket:
 2. CherryPy's server (cheroot) writes the 101.
 3. ``on_end_request``: the socket is detached from cheroot (it neither writes
    nor closes nor reuses the connection), the worker thread goes back to the pool
-   at once, and ``handler_cls`` runs its callback loop (``run()``) in a thread of
-   its own. Bytes the client sent right behind its request are handed over.
+   at once, and ``handler_cls`` takes over the connection. Bytes the client sent
+   right behind its request are handed over.
+
+How connections run is chosen on the plugin, with ``install(io=...)`` or
+``WebSocketPlugin(engine, io=...)`` (``plugin.io`` may change later: it applies
+to the connections that start afterwards):
+
+* ``io="reactor"`` (the default): the plugin owns one :class:`~ws4web.reactor.Reactor`,
+  started with the engine (or on first use) and stopped with it. One selector
+  thread serves every socket and the callbacks run on its worker pool
+  (``max_workers``, default 64), in order per connection: thousands of idle
+  WebSockets cost no threads. Callbacks only: ``recv()`` raises NotImplementedError.
+* ``io="threads"``: a thread per connection runs :meth:`WebSocket.run`; handlers
+  may block as they like and use the pull style (``recv()``, iteration).
+
+Without a subscribed plugin there is no reactor to run on: the tool falls back
+to a thread per connection.
 
 Tool options, per path (``tools.websocket.<name>``) or as decorator keywords:
 ``handler_cls``, ``protocols`` (subprotocols the server speaks), ``extensions``
@@ -49,7 +65,10 @@ The plugin keeps the open WebSockets (:attr:`WebSocketPlugin.websockets`),
 broadcasts, and on ``engine.stop`` closes them all with 1001 (Going Away) and
 waits for them up to ``shutdown_timeout``. It listens on the bus channels
 ``handle-websocket`` / ``websocket-closed`` (published by the tool) and
-``websocket-broadcast`` (``cherrypy.engine.publish("websocket-broadcast", msg)``).
+``websocket-broadcast`` (``cherrypy.engine.publish("websocket-broadcast", msg)``),
+and answers ``websocket-reactor`` (the tool asks it which reactor, if any, a new
+connection runs on). In both modes ``handle-websocket`` fires before
+``opened()`` and ``websocket-closed`` after ``closed()``.
 
 This needs CherryPy's own HTTP server, cheroot: under another WSGI server the
 tool answers 500 rather than a 101 it could not honour.
@@ -74,9 +93,13 @@ from ..frames import CloseCode
 from ..handshake import SubprotocolSelector, accept, reject
 from ..http11 import Headers, Request, Response
 from ..protocol import SERVER
+from ..reactor import Reactor, ReactorConnection
 from ..websocket import WebSocket
 
-__all__ = ["WebSocketPlugin", "WebSocketTool", "install", "uninstall"]
+__all__ = ["IO_MODES", "WebSocketPlugin", "WebSocketTool", "install", "uninstall"]
+
+#: How the plugin runs connections: on its reactor, or a thread each.
+IO_MODES = ("reactor", "threads")
 
 logger = logging.getLogger("ws4web.adapters.cherrypy")
 
@@ -195,7 +218,13 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
             logger.error("could not take the connection of %s:%s from cheroot", *pending.peer)
             return
         sock, data = detached
+        options = dict(pending.options)
         try:
+            reactor = _reactor_for_new_connection()
+            if reactor is not None:
+                # Only in reactor mode: a ws4py-era handler whose __init__ takes
+                # no ``reactor`` keyword still runs with io="threads".
+                options["reactor"] = reactor
             websocket = pending.handler_cls(
                 sock,
                 protocols=[pending.subprotocol] if pending.subprotocol else [],
@@ -204,14 +233,17 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
                 request=pending.request,
                 side=SERVER,
                 data=data,
-                **pending.options,
+                **options,
             )
         except Exception:
             logger.exception("%s could not be created; dropping the connection", pending.handler_cls.__name__)
             _close_socket(sock)
             return
         request.ws_handler = websocket  # ws4py's name, for later on_end_request hooks
-        _serve(websocket, pending.peer)
+        if isinstance(websocket.connection, ReactorConnection):
+            _start_on_reactor(websocket, pending.peer)
+        else:
+            _serve(websocket, pending.peer)
 
 
 def _upgrade_request(request: Any) -> Request:
@@ -324,8 +356,60 @@ def _detach_socket() -> tuple[socket.socket, bytes] | None:
 # -- running handlers ---------------------------------------------------------------------
 
 
+def _reactor_for_new_connection() -> Reactor | None:
+    """The reactor the plugin runs connections on; None for a thread per connection.
+
+    Asked over the bus, like everything else between the tool and the plugin:
+    with no plugin subscribed nobody answers, and nobody would stop a reactor.
+    """
+    for answer in cherrypy.engine.publish("websocket-reactor"):
+        if isinstance(answer, Reactor):
+            return answer
+    return None
+
+
+def _start_on_reactor(websocket: WebSocket, peer: tuple[str, int]) -> None:
+    """Hand ``websocket`` to its reactor, tracked by the plugin; no thread of its own."""
+    bus = cherrypy.engine
+    connection = websocket.connection
+    assert isinstance(connection, ReactorConnection)
+
+    def finished() -> None:
+        # On the connection's lane, behind every callback still queued: closed()
+        # runs first (firing it is idempotent: the reactor's own request to fire
+        # it, queued right after this task, then does nothing), so listeners of
+        # websocket-closed -- the plugin's shutdown wait among them -- see the
+        # handler done, as in the threaded mode.
+        websocket._fire_closed()
+        try:
+            bus.publish("websocket-closed", websocket)
+        except Exception:
+            logger.exception("websocket-closed listener failed")
+
+    def released() -> None:
+        # Loop thread, once the reactor has closed the socket: never run
+        # handler code here, it would stall every other connection.
+        try:
+            connection._lane.submit(finished)
+        except RuntimeError:  # the worker pool is already shut down
+            finished()
+
+    try:
+        bus.publish("handle-websocket", websocket, peer)
+    except Exception:  # the bus or the plugin, not the handler
+        logger.exception("serving %s:%s failed", *peer)
+        _close_socket(websocket.sock)
+        try:
+            bus.publish("websocket-closed", websocket)
+        except Exception:
+            logger.exception("websocket-closed listener failed")
+        return
+    connection.on_teardown = released
+    websocket.start()
+
+
 def _serve(websocket: WebSocket, peer: tuple[str, int]) -> None:
-    """Run ``websocket``'s callback loop off cheroot's worker thread, tracked by the plugin."""
+    """Run ``websocket``'s callback loop in a thread of its own, tracked by the plugin."""
 
     def run() -> None:
         bus = cherrypy.engine
@@ -352,27 +436,66 @@ def _close_socket(sock: Any) -> None:
 
 
 class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]  # cherrypy is untyped
-    """Engine plugin: tracks open WebSockets, broadcasts, closes them all with 1001 on ``engine.stop``."""
+    """Engine plugin: runs the reactor, tracks WebSockets, broadcasts, closes them all with 1001 on ``engine.stop``.
 
-    def __init__(self, bus: Any, shutdown_timeout: float = 5.0) -> None:
+    ``io`` is ``"reactor"`` (the default: connections share the plugin's reactor,
+    whose worker pool has up to ``max_workers`` threads) or ``"threads"`` (a
+    thread per connection).
+    """
+
+    def __init__(self, bus: Any, shutdown_timeout: float = 5.0, io: str = "reactor", max_workers: int = 64) -> None:
         super().__init__(bus)
         self.shutdown_timeout = shutdown_timeout
+        self.io = io
+        self.max_workers = max_workers
+        self._reactor: Reactor | None = None
         self._websockets: dict[WebSocket, tuple[str, int] | None] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._stopping = False
+
+    @property
+    def io(self) -> str:
+        """``"reactor"`` or ``"threads"``; read as each connection starts."""
+        return self._io
+
+    @io.setter
+    def io(self, value: str) -> None:
+        if value not in IO_MODES:
+            raise ValueError(f"io must be one of {IO_MODES}, not {value!r}")
+        self._io = value
+
+    @property
+    def reactor(self) -> Reactor | None:
+        """The reactor connections run on while the engine runs in reactor mode."""
+        return self._reactor
 
     def subscribe(self) -> None:
         super().subscribe()  # start, stop
         self.bus.subscribe("handle-websocket", self.handle)
         self.bus.subscribe("websocket-closed", self.discard)
         self.bus.subscribe("websocket-broadcast", self.broadcast)
+        self.bus.subscribe("websocket-reactor", self.connection_reactor)
 
     def unsubscribe(self) -> None:
         super().unsubscribe()
         self.bus.unsubscribe("handle-websocket", self.handle)
         self.bus.unsubscribe("websocket-closed", self.discard)
         self.bus.unsubscribe("websocket-broadcast", self.broadcast)
+        self.bus.unsubscribe("websocket-reactor", self.connection_reactor)
+
+    def connection_reactor(self) -> Reactor | None:
+        """The reactor a new connection runs on (started on first use); None for a thread of its own."""
+        if self._io != "reactor":
+            return None
+        with self._lock:
+            if self._reactor is None:
+                if self._stopping:
+                    # The reactor is already stopped and nothing would stop a
+                    # new one: this straggler gets a thread, and handle() a 1001.
+                    return None
+                self._reactor = Reactor(max_workers=self.max_workers, name="ws4web-cherrypy-reactor").start()
+            return self._reactor
 
     @property
     def websockets(self) -> list[WebSocket]:
@@ -405,21 +528,30 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]  # cherrypy i
     def start(self) -> None:
         with self._lock:
             self._stopping = False
+        self.connection_reactor()  # reactor mode: be ready before the first upgrade
 
     def stop(self) -> None:
-        """Close every WebSocket with 1001 and wait up to ``shutdown_timeout``; then drop the rest."""
+        """Close every WebSocket with 1001 and wait up to ``shutdown_timeout``; drop the rest, stop the reactor."""
         with self._lock:
             self._stopping = True
             targets = list(self._websockets)
         for websocket in targets:
             try:
+                # RFC 6455 §7.4.1: 1001, the endpoint is going away. In reactor
+                # mode this never blocks; the reactor finishes the handshake.
                 websocket.close(CloseCode.GOING_AWAY, "server shutting down")
             except Exception as exc:
                 logger.debug("closing %r failed: %s", websocket, exc)
         if not self._wait_idle(self.shutdown_timeout):
             for websocket in self.websockets:
                 websocket.terminate()
-            self._wait_idle(1.0)  # their threads only have closed() left to run
+            self._wait_idle(1.0)  # only closed() is left to run
+        with self._lock:
+            reactor, self._reactor = self._reactor, None
+        if reactor is not None:
+            # Drops whatever is left (a connection that arrived during the wait)
+            # and lets queued callbacks, closed() included, finish.
+            reactor.stop(timeout=1.0)
 
     def _wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -436,7 +568,9 @@ def install(engine: Any = None, **plugin_options: Any) -> WebSocketPlugin:
     """Register ``cherrypy.tools.websocket`` and subscribe a :class:`WebSocketPlugin` to ``engine``.
 
     ``engine`` defaults to ``cherrypy.engine``; ``plugin_options`` go to the
-    plugin (``shutdown_timeout``). Calling it again returns the same plugin.
+    plugin: ``io`` (``"reactor"``, the default, or ``"threads"``), ``max_workers``
+    (the reactor's worker pool), ``shutdown_timeout``. Calling it again returns
+    the same plugin, options unchanged.
     """
     if not isinstance(getattr(cherrypy.tools, "websocket", None), WebSocketTool):
         cherrypy.tools.websocket = WebSocketTool()
@@ -450,7 +584,11 @@ def install(engine: Any = None, **plugin_options: Any) -> WebSocketPlugin:
 
 
 def uninstall(engine: Any = None) -> None:
-    """Undo :func:`install`: unsubscribe the plugin (the tool stays registered)."""
+    """Undo :func:`install`: unsubscribe the plugin (the tool stays registered).
+
+    Call it once the engine has stopped: a plugin unsubscribed while it runs
+    leaves its reactor and open connections as they are, and no longer stops them.
+    """
     bus = engine if engine is not None else cherrypy.engine
     plugin: WebSocketPlugin | None = getattr(bus, "ws4web_plugin", None)
     if plugin is not None:
