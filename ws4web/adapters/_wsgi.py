@@ -34,6 +34,7 @@ __all__ = [
     "Takeover",
     "WebSocketWSGIApplication",
     "buffered_bytes",
+    "find_server",
     "register_server",
     "request_from_environ",
 ]

@@ -108,6 +108,17 @@ class WebSocketWSGIHandler(gevent.pywsgi.WSGIHandler):  # type: ignore[misc]
         environ[ENVIRON_KEY] = self
         return environ
 
+    def handle_one_response(self) -> None:
+        try:
+            super().handle_one_response()
+        finally:
+            # environ -> handler -> environ is a cycle: break it, so the request's
+            # reader and socket are freed by reference counting, in this hub's
+            # lifetime, not by a later garbage collection.
+            environ = self.environ
+            if environ is not None:
+                environ.pop(ENVIRON_KEY, None)
+
     def detach_connection(self) -> None:
         """Forget the connection: after the application returns, pywsgi writes
         nothing, reads no more requests and does not close the socket."""
@@ -115,6 +126,9 @@ class WebSocketWSGIHandler(gevent.pywsgi.WSGIHandler):  # type: ignore[misc]
         # final recv()/close() when it has no socket any more.
         self.close_connection = True
         self.socket = None
+        # What the access log shows instead of "000" (pywsgi's status is unset:
+        # setting it would make pywsgi send headers of its own).
+        self._orig_status = "101 Switching Protocols"
         # A non-zero length keeps pywsgi's error path (say, GreenletExit from
         # server.stop()) from starting a 500 response on a WebSocket.
         self.response_length = max(self.response_length, 1)

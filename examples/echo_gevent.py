@@ -1,0 +1,51 @@
+"""Echo server on gevent's pywsgi, without monkey-patching (conformance entry point).
+
+    python examples/echo_gevent.py --port 9001 [--host 127.0.0.1]
+
+Echoes every message back unchanged, on any path; quiet except for errors.
+Each WebSocket runs in the greenlet pywsgi started for its connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import gevent
+
+from ws4web import WebSocket
+from ws4web.adapters.gevent import WebSocketWSGIApplication, make_server
+from ws4web.messages import Message
+
+
+class Echo(WebSocket):
+    def received_message(self, message: Message) -> None:
+        self.send(message)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    parser.add_argument("--max-message-size", type=int, default=16 * 2**20)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    app = WebSocketWSGIApplication(handler_cls=Echo, max_message_size=args.max_message_size)
+    server = make_server(args.host, args.port, app, log=None)
+
+    def stop() -> None:
+        app.shutdown(timeout=2.0)  # 1001 Going Away to every open WebSocket
+        server.stop(timeout=2.0)
+
+    gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(stop))
+    gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(stop))
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Echo server on the standard library's wsgiref, a thread per connection (conformance entry point).
+
+    python examples/echo_wsgiref.py --port 9001 [--host 127.0.0.1]
+
+Echoes every message back unchanged, on any path; quiet except for errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from ws4web import WebSocket
+from ws4web.adapters.wsgiref import WebSocketWSGIApplication, make_server
+from ws4web.messages import Message
+
+
+class Echo(WebSocket):
+    def received_message(self, message: Message) -> None:
+        self.send(message)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    parser.add_argument("--max-message-size", type=int, default=16 * 2**20)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    app = WebSocketWSGIApplication(handler_cls=Echo, max_message_size=args.max_message_size)
+    server = make_server(args.host, args.port, app)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.shutdown(timeout=2.0)  # 1001 Going Away to every open WebSocket
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
