@@ -77,7 +77,7 @@ def basic_auth(
             raise Unauthorized("unsupported authorization scheme", headers=challenge)
         try:
             user, sep, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII in the token
             raise Unauthorized("malformed credentials", headers=challenge) from None
         if not sep or not check(user, password):
             raise Unauthorized("invalid credentials", headers=challenge)

@@ -277,6 +277,11 @@ class ReactorConnection:
     def close_reason(self) -> str:
         return self.protocol.close_reason
 
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes queued for the peer that the socket has not taken yet."""
+        return self._out_size
+
     def wait_closed(self, timeout: float | None = None) -> bool:
         with self._lock:
             if self._is_closed:
@@ -455,6 +460,8 @@ class ReactorConnection:
                     pass
             if self._drained is not None and self._out_size <= self.max_send_buffer:
                 self._drained.notify_all()
+            if self._paused and self._lane.backlog <= self.max_queue // 2:
+                self.reactor.call_soon(self._resume)
         self._want(_WRITE, bool(out))
 
     def _wait_drained(self) -> None:
@@ -546,8 +553,11 @@ class ReactorConnection:
                     lane.submit(functools.partial(self._run_callback, self.on_pong, frame))
             elif frame.opcode is Opcode.PING and self.on_ping is not None:
                 lane.submit(functools.partial(self._run_callback, self.on_ping, frame))
-        if lane.backlog > self.max_queue and not self._paused:
-            self._paused = True  # stop reading: TCP flow control pushes back on the peer
+        if (lane.backlog > self.max_queue or self._out_size > self.max_send_buffer) and not self._paused:
+            # Stop reading: TCP flow control pushes back on the peer. Either the
+            # handler lags, or the peer sends (pings, say) but does not read our
+            # answers, which would otherwise pile up here without bound.
+            self._paused = True
             self._update_events()
         if self.protocol.close_expected():
             self._arm_close_timer()
@@ -557,7 +567,7 @@ class ReactorConnection:
             self.reactor.call_soon(self._resume)
 
     def _resume(self) -> None:
-        if self._paused and self._lane.backlog <= self.max_queue // 2:
+        if self._paused and self._lane.backlog <= self.max_queue // 2 and self._out_size <= self.max_send_buffer:
             self._paused = False
             self._update_events()
 

@@ -385,6 +385,10 @@ class _Handshake:
         self.reactor.pool.submit(send_refusal)
 
     def _timed_out(self) -> None:
+        if not self.tls_done:  # no channel to answer on: drop without tying up a worker
+            logger.info("TLS handshake with %s timed out", self.addr)
+            self._drop()
+            return
         self._refuse(InvalidMessage("handshake timed out", status=408))
 
     def _detach(self) -> None:

@@ -10,6 +10,9 @@ written for the threaded server runs as it is::
     from ws4web.adapters.asgi import websocket_route       # or inside Starlette
     routes = [websocket_route("/chat", Chat)]
 
+    from ws4web.adapters.asgi import WebSocketMiddleware   # or around any ASGI app
+    app = WebSocketMiddleware(django_or_fastapi_app, {"/ws": Chat, "/feed": Feed})
+
 Threads and the event loop
     A handler whose callbacks are plain ``def`` runs :meth:`WebSocket.run` in a
     thread of its own, so a slow callback never blocks the event loop. Its
@@ -72,7 +75,7 @@ import logging
 import threading
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, TypeVar
 
 from ..auth import Authenticator, check_origin
@@ -89,6 +92,7 @@ __all__ = [
     "ASGIConnection",
     "UnsupportedByASGI",
     "WebSocketASGIApp",
+    "WebSocketMiddleware",
     "close_all",
     "hypercorn_shutdown_trigger",
     "uvicorn_server",
@@ -951,3 +955,95 @@ def websocket_route(
     from starlette.routing import WebSocketRoute
 
     return WebSocketRoute(path, WebSocketASGIApp(handler_cls, protocols, **options), name=name or handler_cls.__name__)
+
+
+class WebSocketMiddleware:
+    """ASGI middleware: WebSockets to the mounted paths run ws4web handlers, the rest reaches ``app``.
+
+    ``WebSocketMiddleware(app, {"/ws": Chat, "/feed": Feed}, **options)`` wraps any
+    ASGI application (Starlette, FastAPI, Django's ``get_asgi_application()``...).
+    A ``websocket`` scope whose path is a key of ``routes`` runs that handler
+    through a :class:`WebSocketASGIApp`; every other scope (``http``,
+    ``lifespan``, WebSockets to other paths) is passed to ``app`` as it came,
+    with the same ``receive`` and ``send``, so the wrapped app answers exactly as
+    it would alone.
+
+    A value of ``routes`` is a handler class, built into a WebSocketASGIApp with
+    ``options`` (those of WebSocketASGIApp: ``protocols``, ``origins``,
+    ``authenticate``, handler options...), or a WebSocketASGIApp of its own
+    options. Paths match ``scope["path"]`` exactly (no query string, no
+    trailing-slash redirect), relative to ``scope["root_path"]`` as Starlette
+    matches its routes: under ``uvicorn --root-path /api`` the key ``"/ws"``
+    serves ``/api/ws``.
+
+    Works as a Starlette/FastAPI middleware class too:
+    ``app.add_middleware(WebSocketMiddleware, routes={"/ws": Chat})``.
+    """
+
+    def __init__(
+        self, app: ASGIApp, /, routes: Mapping[str, type[WebSocket] | WebSocketASGIApp], **options: Any
+    ) -> None:
+        # ``app`` is positional-only so that Starlette's ``Middleware(cls, **kwargs)``
+        # type-checks; an ``app=`` keyword would land in ``options``: refuse it, as
+        # HTTP to a mounted path is the wrapped app's business, never a second app's.
+        if "app" in options:
+            raise TypeError("WebSocketMiddleware: pass the wrapped app first, positionally (app= is not an option)")
+        self.app = app
+        #: mount path -> the WebSocketASGIApp serving it
+        self.routes: dict[str, WebSocketASGIApp] = {}
+        for path, target in routes.items():
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ValueError(f"WebSocketMiddleware: mount path {path!r} must be a str starting with '/'")
+            if isinstance(target, WebSocketASGIApp):
+                self.routes[path] = target
+            elif isinstance(target, type) and issubclass(target, WebSocket):
+                self.routes[path] = WebSocketASGIApp(target, **options)
+            else:
+                raise TypeError(
+                    f"WebSocketMiddleware: {path!r} maps to {target!r}, not a WebSocket subclass or a WebSocketASGIApp"
+                )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") == "websocket":
+            target = self.routes.get(_route_path(scope))
+            if target is not None:
+                await target(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    @property
+    def websockets(self) -> set[WebSocket]:
+        """The handlers of the open connections, on every mounted path."""
+        handlers: set[WebSocket] = set()
+        for target in self.routes.values():
+            handlers.update(target.websockets)
+        return handlers
+
+    async def shutdown(
+        self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down", timeout: float = 5.0
+    ) -> None:
+        """Refuse new ws4web connections on this loop and close the open ones (see WebSocketASGIApp.shutdown).
+
+        Lifespan events belong to the wrapped app, so nothing calls this by
+        itself; :func:`uvicorn_server` and :func:`hypercorn_shutdown_trigger`
+        reach these connections through :func:`close_all` anyway.
+        """
+        loop = asyncio.get_running_loop()
+        conns: list[Any] = []
+        for target in self.routes.values():
+            target._stopping.add(loop)
+            conns.extend(h.connection for h in list(target.websockets))
+        await _close_connections(conns, code, reason, timeout)
+
+
+def _route_path(scope: Scope) -> str:
+    """``scope["path"]`` relative to ``scope["root_path"]``, as Starlette's router sees it.
+
+    Servers (uvicorn) and Starlette's ``Mount`` put the root path into ``path``
+    itself; the mount keys are the application's own paths, so it comes off.
+    """
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path") or "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :] or "/"
+    return path
