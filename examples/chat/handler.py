@@ -1,5 +1,10 @@
 """The chat room's one handler class, mounted unchanged by every stack in this folder.
 
+Messages go through a :class:`ws4web.pubsub.Hub`: each is framed once and written to
+every member; a member that stops reading is dropped instead of stalling the room.
+Set ``WS4WEB_REDIS_URL`` (e.g. ``redis://127.0.0.1:6379/0``) and the room spans every
+process sharing that Redis, whatever stack each one runs.
+
 Protocol (JSON text messages):
   client -> server  {"type": "join", "name": "ann"}   then   {"type": "say", "text": "hi"}
   server -> client  {"type": "presence", "online": ["ann", "bob"]}
@@ -10,21 +15,34 @@ Protocol (JSON text messages):
 from __future__ import annotations
 
 import json
-import threading
-from typing import Any, ClassVar
+import os
+from typing import Any
 
 from ws4web import WebSocket
 from ws4web.messages import Message
+from ws4web.pubsub import Hub
 
 MAX_NAME = 32
 MAX_TEXT = 2000
+ROOM = "chat"
+
+
+def _make_hub() -> Hub:
+    url = os.environ.get("WS4WEB_REDIS_URL")
+    if url:
+        from ws4web.pubsub.redis import RedisBackplane
+
+        return Hub(RedisBackplane(url))
+    return Hub()
+
+
+hub = _make_hub()
 
 
 class ChatHandler(WebSocket):
-    """One chat participant. The room is class-level state shared by all connections."""
+    """One chat participant."""
 
-    room: ClassVar[dict[ChatHandler, str]] = {}
-    room_lock: ClassVar[threading.Lock] = threading.Lock()
+    name: str | None = None
 
     def received_message(self, message: Message) -> None:
         try:
@@ -34,40 +52,26 @@ class ChatHandler(WebSocket):
             self._send({"type": "error", "text": "expected a JSON object with a 'type'"})
             return
         if kind == "join":
-            name = str(event.get("name", "")).strip()[:MAX_NAME] or "anonymous"
-            with self.room_lock:
-                self.room[self] = name
-            self._broadcast_presence()
+            if self.name is None:
+                self.name = str(event.get("name", "")).strip()[:MAX_NAME] or "anonymous"
+                hub.join(ROOM, self, name=self.name)
+            self._publish_presence()
         elif kind == "say":
-            with self.room_lock:
-                sender = self.room.get(self)
-            if sender is None:
+            if self.name is None:
                 self._send({"type": "error", "text": "join first"})
                 return
-            self._broadcast({"type": "message", "from": sender, "text": str(event.get("text", ""))[:MAX_TEXT]})
+            text = str(event.get("text", ""))[:MAX_TEXT]
+            hub.publish(ROOM, json.dumps({"type": "message", "from": self.name, "text": text}))
         else:
             self._send({"type": "error", "text": f"unknown type {kind!r}"})
 
     def closed(self, code: int, reason: str | None = None) -> None:
-        with self.room_lock:
-            was_in = self.room.pop(self, None) is not None
-        if was_in:
-            self._broadcast_presence()
+        # The hub has already removed this member (it wraps closed()).
+        if self.name is not None:
+            self._publish_presence()
 
     def _send(self, event: dict[str, Any]) -> None:
         self.send(json.dumps(event))
 
-    def _broadcast(self, event: dict[str, Any]) -> None:
-        text = json.dumps(event)
-        with self.room_lock:
-            members = list(self.room)
-        for member in members:
-            try:
-                member.send(text)
-            except Exception:  # a member that just left must not stop the others
-                pass
-
-    def _broadcast_presence(self) -> None:
-        with self.room_lock:
-            online = sorted(self.room.values())
-        self._broadcast({"type": "presence", "online": online})
+    def _publish_presence(self) -> None:
+        hub.publish(ROOM, json.dumps({"type": "presence", "online": hub.presence(ROOM)}))
