@@ -1,0 +1,67 @@
+"""The chat demo as a Flask app, its /ws endpoint added by WebSocketMiddleware; runs on Werkzeug or gunicorn.
+
+Werkzeug's development server (one thread per connection)::
+
+    python examples/flask_chat_werkzeug.py [--port 8080] [--host 127.0.0.1]
+
+gunicorn (see examples/flask_chat_gunicorn.py, which serves this same app)::
+
+    gunicorn -k gthread --threads 32 -b 127.0.0.1:8080 --chdir examples flask_chat_gunicorn:app
+    gunicorn -k gevent -b 127.0.0.1:8080 --chdir examples flask_chat_gunicorn:app
+
+Then open http://127.0.0.1:8080/ in two browser tabs. Flask serves the page
+and everything else; only WebSocket upgrades of /ws reach ws4web's
+ChatHandler (examples/chat/handler.py, unchanged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "chat"))
+
+import flask
+from handler import ChatHandler  # type: ignore[import-not-found]  # examples/chat, put on sys.path above
+
+from ws4web.adapters.middleware import WebSocketMiddleware
+
+with open(os.path.join(HERE, "chat", "index.html"), "rb") as _page:
+    PAGE = _page.read()
+
+app = flask.Flask(__name__)
+
+
+@app.route("/")
+def index() -> flask.Response:
+    return flask.Response(PAGE, mimetype="text/html")
+
+
+@app.route("/health")
+def health() -> dict[str, int]:
+    """A plain Flask route beside the chat: how many WebSockets are open."""
+    return {"websockets": len(app.wsgi_app.websockets)}  # type: ignore[attr-defined]
+
+
+# The middleware wraps Flask's wsgi_app (not the Flask object), so flask.Flask
+# keeps working as the server's application and Flask's own error handling
+# stays inside it.
+app.wsgi_app = WebSocketMiddleware(app.wsgi_app, {"/ws": ChatHandler}, max_message_size=2**16)  # type: ignore[method-assign]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="ws4web chat demo (Flask on Werkzeug's development server)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    # threaded: every WebSocket holds its connection's thread for its whole life.
+    app.run(host=args.host, port=args.port, threaded=True, debug=False, use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()

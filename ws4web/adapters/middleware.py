@@ -1,0 +1,364 @@
+"""WebSocketMiddleware: WebSocket endpoints mounted in front of any WSGI app, with the socket takeover per server.
+
+::
+
+    from flask import Flask
+    from ws4web.adapters.middleware import WebSocketMiddleware
+
+    app = Flask(__name__)
+    app.wsgi_app = WebSocketMiddleware(app.wsgi_app, {"/ws": Chat, "/feed": Feed}, max_message_size=2**16)
+
+Upgrade requests (``Upgrade: websocket``) whose path is a mount point (or
+below one) go to ws4web; every other request reaches the wrapped application
+untouched: same environ, same ``start_response``, its iterable returned as is.
+
+A WebSocket needs the server's socket. Servers known to hand it over:
+
+* gevent's pywsgi and wsgiref, through ws4web's request handlers
+  (:mod:`ws4web.adapters.gevent`, :mod:`ws4web.adapters.wsgiref`);
+* Werkzeug's development server (``environ["werkzeug.socket"]``);
+* gunicorn's ``sync``, ``gthread`` and ``gevent`` workers (``environ["gunicorn.socket"]``).
+  A ``sync`` worker serves one connection at a time: a WebSocket occupies it
+  for its whole life, and the arbiter kills a worker silent for ``--timeout``
+  seconds, so run WebSockets on ``gthread`` or ``gevent`` workers (or give a
+  ``sync`` worker ``--timeout 0`` and expect one WebSocket per worker);
+* cheroot (CherryPy's server), found from its request in the call stack.
+
+Elsewhere a valid upgrade is answered ``501 Not Implemented`` and one line
+naming ``SERVER_SOFTWARE`` is logged. Make the middleware the outermost
+application: under Werkzeug and gunicorn it ends an upgraded request by
+raising the exception those servers take as "the connection is gone"
+(``ConnectionError``, ``StopIteration``), which a debugging middleware around
+it would turn into an error page.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ..concurrency import THREADING, Primitives
+from ..exceptions import InvalidHandshake
+from ..handshake import check_request
+from ..websocket import WebSocket
+from ._wsgi import (
+    Takeover,
+    WebSocketWSGIApplication,
+    buffered_bytes,
+    find_server,
+    register_server,
+    request_from_environ,
+)
+
+__all__ = ["ENVIRON_KEY", "ServerSupport", "WebSocketMiddleware", "detect_server"]
+
+logger = logging.getLogger("ws4web.adapters.middleware")
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+#: Environ entry the middleware sets on an upgrade: the :class:`ServerSupport` serving it.
+ENVIRON_KEY = "ws4web.middleware.server"
+
+
+class ServerSupport:
+    """How the middleware takes a connection from one server and hands the request back.
+
+    ``takeover(environ)`` extracts the socket (see :class:`~ws4web.adapters._wsgi.Takeover`);
+    ``finish()`` is what the middleware does once the WebSocket is over: return
+    an (empty) iterable, or raise what makes the server drop the request quietly.
+    """
+
+    __slots__ = ("finish", "name", "takeover")
+
+    def __init__(
+        self, name: str, takeover: Callable[[Mapping[str, Any]], Takeover], finish: Callable[[], Iterable[bytes]]
+    ) -> None:
+        self.name = name
+        self.takeover = takeover
+        self.finish = finish
+
+
+def _return_nothing() -> Iterable[bytes]:
+    return []
+
+
+# -- Werkzeug's development server -------------------------------------------------------
+
+
+def _find_on_stack(cls: type) -> Any:
+    """The nearest ``self`` up this thread's call stack that is a ``cls``, or None.
+
+    For servers that keep the connection's state in the object whose method
+    called the application, and give the application no reference to it.
+    """
+    frame = sys._getframe(1)
+    try:
+        while frame is not None:
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, cls):
+                return candidate
+            frame = frame.f_back  # type: ignore[assignment]
+    finally:
+        del frame
+    return None
+
+
+def _werkzeug_takeover(environ: Mapping[str, Any]) -> Takeover:
+    # Werkzeug documents environ["werkzeug.socket"] for upgrades. Its request
+    # handler reads the headers through a buffered self.rfile, which is also
+    # wsgi.input for a request without a chunked body (an upgrade has none):
+    # early frames sit in that buffer.
+    from werkzeug.serving import WSGIRequestHandler
+
+    sock = environ["werkzeug.socket"]
+    reader = environ.get("wsgi.input")
+    data = buffered_bytes(reader, sock) if hasattr(reader, "peek") else b""
+    handler = _find_on_stack(WSGIRequestHandler)
+
+    def detach() -> None:
+        # http.server keeps an HTTP/1.1 connection open unless told otherwise
+        # (Werkzeug says so only when it writes its "Connection: close"
+        # header, which it never does here): without this, the handler would
+        # read the next "request" from the buffered reader, which keeps the
+        # descriptor open after the WebSocket closed the socket.
+        if handler is not None:
+            handler.close_connection = True
+
+    # The reader stays open: the handler closes it in finish(); closing it here
+    # would make a handler that was not found fail on a closed file instead.
+    return Takeover(sock, data, sock.sendall, detach, THREADING)
+
+
+def _werkzeug_finish() -> Iterable[bytes]:
+    # WSGIRequestHandler.run_wsgi catches ConnectionError from the application
+    # as a dropped connection: no response, no drain of the socket, no log.
+    # Returning normally would make it write a status line (or a 500 on our
+    # closed socket, since start_response was never called).
+    raise ConnectionError("ws4web: the connection was upgraded to a WebSocket")
+
+
+# -- gunicorn --------------------------------------------------------------------------
+
+
+def _gunicorn_leftover(environ: Mapping[str, Any]) -> bytes:
+    """The bytes gunicorn's parser read past the request headers, taken from its Unreader."""
+    # wsgi.input is a gunicorn Body over a LengthReader(unreader, 0) for a
+    # request without a body; the Unreader keeps read-ahead in a BytesIO.
+    # Unreader.read() would block on the socket when that is empty, so the
+    # buffer is taken directly.
+    body = environ.get("wsgi.input")
+    unreader = getattr(getattr(body, "reader", None), "unreader", None)
+    buf = getattr(unreader, "buf", None)
+    if not isinstance(buf, io.BytesIO):
+        return b""
+    data = buf.getvalue()
+    unreader.buf = io.BytesIO()  # type: ignore[union-attr]  # the bytes are the WebSocket's now
+    return data
+
+
+def _gunicorn_primitives(sock: Any) -> Primitives:
+    # The gevent worker monkey-patches, so THREADING would work too, but
+    # gevent's own primitives avoid depending on the patch.
+    if type(sock).__module__.startswith("gevent"):
+        from .gevent import GEVENT
+
+        return GEVENT
+    return THREADING
+
+
+def _gunicorn_takeover(environ: Mapping[str, Any]) -> Takeover:
+    sock = environ["gunicorn.socket"]
+    data = _gunicorn_leftover(environ)
+    try:
+        sock.settimeout(None)  # the WebSocket does its own timeouts
+    except OSError:
+        pass
+    return Takeover(sock, data, sock.sendall, lambda: None, _gunicorn_primitives(sock))
+
+
+def _gunicorn_finish() -> Iterable[bytes]:
+    # Every worker's handle() takes StopIteration from the request as "close
+    # this connection": no response is written (resp.close() is skipped), the
+    # connection is not kept alive, and closing our already closed socket is
+    # harmless.
+    raise StopIteration
+
+
+# -- cheroot ---------------------------------------------------------------------------------
+
+
+def _cheroot_request() -> Any:
+    """The cheroot HTTPRequest whose application call is on this thread's stack, if any."""
+    server_module = sys.modules.get("cheroot.server")
+    if server_module is None:  # cheroot is not even imported: not serving this
+        return None
+    return _find_on_stack(server_module.HTTPRequest)
+
+
+def _cheroot_takeover(environ: Mapping[str, Any]) -> Takeover:
+    # cheroot has no public API for this; the attributes used are the ones
+    # ws4web.adapters.cherrypy._detach_socket relies on, but here the 101 is
+    # written by ws4web before cheroot sent anything.
+    req = _cheroot_request()
+    if req is None:
+        raise RuntimeError("no cheroot request on the stack")
+    conn = req.conn
+    leftover = bytearray()
+    while conn.rfile.has_data():  # read-ahead in cheroot's buffered reader
+        leftover += conn.rfile.read1(65536)
+    sock = conn.socket
+    sock.settimeout(None)
+
+    def detach() -> None:
+        # sent_headers: ensure_headers_sent() after the application is a no-op;
+        # close_connection: communicate() does not wait for another request;
+        # linger: conn.close() closes cheroot's reader only, not our socket.
+        req.sent_headers = True
+        req.chunked_write = False
+        req.close_connection = True
+        conn.linger = True
+
+    return Takeover(sock, bytes(leftover), sock.sendall, detach, THREADING)
+
+
+# -- choosing the server ------------------------------------------------------------------
+
+
+_WERKZEUG = ServerSupport("werkzeug", _werkzeug_takeover, _werkzeug_finish)
+_GUNICORN = ServerSupport("gunicorn", _gunicorn_takeover, _gunicorn_finish)
+_CHEROOT = ServerSupport("cheroot", _cheroot_takeover, _return_nothing)
+
+
+def _not_called(environ: Mapping[str, Any]) -> Takeover:  # pragma: no cover - the server's hook is used
+    raise RuntimeError("the server's own registered hook takes the connection")
+
+
+# A ws4web request handler (gevent, wsgiref) registered in _wsgi: its hook does it all.
+_REGISTERED = ServerSupport("registered", _not_called, _return_nothing)
+
+
+def detect_server(environ: Mapping[str, Any]) -> ServerSupport | None:
+    """The support for the server running this request, or None if it cannot hand its socket over."""
+    if find_server(environ) is not None:
+        return _REGISTERED
+    if "gunicorn.socket" in environ:
+        return _GUNICORN
+    if "werkzeug.socket" in environ:
+        return _WERKZEUG
+    if _cheroot_request() is not None:
+        return _CHEROOT
+    return None
+
+
+def _dispatch_takeover(environ: Mapping[str, Any]) -> Takeover:
+    support: ServerSupport = environ[ENVIRON_KEY]
+    return support.takeover(environ)
+
+
+# Seen by WebSocketWSGIApplication only in environs the middleware marked, so
+# a bare WebSocketWSGIApplication under these servers behaves as before.
+register_server(ENVIRON_KEY, _dispatch_takeover, hop_by_hop=False)
+
+
+# -- the middleware ----------------------------------------------------------------------------
+
+
+def _is_upgrade(environ: Mapping[str, Any]) -> bool:
+    """Whether the request asks for a WebSocket (RFC 6455 §4.2.1 item 3: Upgrade lists "websocket")."""
+    upgrade = environ.get("HTTP_UPGRADE", "")
+    return isinstance(upgrade, str) and any(t.strip().lower() == "websocket" for t in upgrade.split(","))
+
+
+class WebSocketMiddleware:
+    """Serve WebSocket handlers on some paths in front of a WSGI application.
+
+    ``mounts`` maps a path to a :class:`~ws4web.WebSocket` subclass (or a
+    ready :class:`~ws4web.adapters._wsgi.WebSocketWSGIApplication`); a mount
+    also covers the paths below it (``/ws`` covers ``/ws/room``), relative to
+    ``SCRIPT_NAME``; the handler sees the full request target. ``options``
+    go to each :class:`WebSocketWSGIApplication` built for a class:
+    ``protocols``, ``extensions``, ``select_subprotocol``, ``origins``,
+    ``authenticate`` and the handler options (``max_message_size`` ...).
+    """
+
+    def __init__(
+        self, app: WSGIApp, mounts: Mapping[str, type[WebSocket] | WebSocketWSGIApplication], **options: Any
+    ) -> None:
+        self.app = app
+        self.mounts: list[tuple[str, WebSocketWSGIApplication]] = []
+        for path, target in mounts.items():
+            if not path.startswith("/"):
+                raise ValueError(f"mount path must start with '/': {path!r}")
+            ws_app = (
+                target if isinstance(target, WebSocketWSGIApplication) else WebSocketWSGIApplication(target, **options)
+            )
+            self.mounts.append((path.rstrip("/") or "/", ws_app))
+        # Longest first, so /ws/admin wins over /ws.
+        self.mounts.sort(key=lambda mount: -len(mount[0]))
+
+    def _mount_for(self, environ: Mapping[str, Any]) -> WebSocketWSGIApplication | None:
+        # PATH_INFO only: mounts are relative to where the middleware itself is
+        # mounted (SCRIPT_NAME), as with any WSGI dispatcher (PEP 3333).
+        path = environ.get("PATH_INFO", "") or ""
+        for prefix, ws_app in self.mounts:
+            if path == prefix or path.startswith(prefix + "/") or prefix == "/":
+                return ws_app
+        return None
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        ws_app = self._mount_for(environ) if _is_upgrade(environ) else None
+        if ws_app is None:
+            return self.app(environ, start_response)
+        support = detect_server(environ)
+        if support is None:
+            return self._unsupported(ws_app, environ, start_response)
+        if support.name != "registered":
+            environ[ENVIRON_KEY] = support
+        answered = False
+
+        def tracking_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            nonlocal answered
+            answered = True
+            return start_response(status, headers, exc_info)
+
+        try:
+            result = ws_app(environ, tracking_start_response)
+        finally:
+            environ.pop(ENVIRON_KEY, None)
+        if answered:
+            return result  # a refusal: an ordinary HTTP response
+        # The WebSocket ran on the taken-over socket and is over.
+        return support.finish()
+
+    def _unsupported(
+        self, ws_app: WebSocketWSGIApplication, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        try:
+            check_request(request_from_environ(environ))
+        except InvalidHandshake:
+            return ws_app(environ, start_response)  # not a valid upgrade: the usual refusal
+        software = environ.get("SERVER_SOFTWARE") or "unknown server"
+        logger.warning("WebSocket upgrade refused: %s does not hand its socket over to applications", software)
+        body = f"501 Not Implemented: WebSockets are not supported by this server ({software})\n".encode()
+        start_response(
+            "501 Not Implemented",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    @property
+    def websockets(self) -> set[WebSocket]:
+        """A snapshot of the open WebSockets, on every mount."""
+        result: set[WebSocket] = set()
+        for _, ws_app in self.mounts:
+            result |= ws_app.websockets
+        return result
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Close every open WebSocket with 1001 (Going Away); see :meth:`WebSocketWSGIApplication.shutdown`."""
+        for _, ws_app in self.mounts:
+            ws_app.shutdown(timeout=timeout)
