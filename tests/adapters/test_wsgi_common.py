@@ -139,10 +139,10 @@ def test_refusals_are_plain_wsgi_responses(
     assert start.header("Connection") is None and start.header("Upgrade") is None
 
 
-def test_valid_upgrade_without_a_capable_server_answers_500() -> None:
+def test_valid_upgrade_without_a_capable_server_answers_501() -> None:
     start = StartResponse()
     body = b"".join(WebSocketWSGIApplication()(upgrade_environ(), start))
-    assert start.status is not None and start.status.startswith("500 ")
+    assert start.status is not None and start.status.startswith("501 ")
     assert b"cannot hand its socket over" in body
 
 

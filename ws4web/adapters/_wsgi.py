@@ -220,7 +220,7 @@ class WebSocketWSGIApplication:
     connection, and returns only when the connection is over. It needs a server
     registered with :func:`register_server` (use the request handler classes of
     :mod:`ws4web.adapters.gevent` or :mod:`ws4web.adapters.wsgiref`); elsewhere
-    it answers 500. Refusals are ordinary WSGI responses.
+    it answers 501 (as the middleware does). Refusals are ordinary WSGI responses.
     """
 
     def __init__(
@@ -268,9 +268,11 @@ class WebSocketWSGIApplication:
             logger.info("upgrade of %s refused: %s", request.path, exc)
             return _respond(reject(exc), start_response, hop_by_hop=hook is not None and hook.hop_by_hop)
         if hook is None:
-            body = b"500 Internal Server Error: this WSGI server cannot hand its socket over to a WebSocket\n"
+            server = environ.get("SERVER_SOFTWARE", "this WSGI server")
+            logger.warning("%s cannot hand its socket over to a WebSocket: answering 501", server)
+            body = f"501 Not Implemented: {server} cannot hand its socket over to a WebSocket\n".encode()
             start_response(
-                "500 Internal Server Error",
+                "501 Not Implemented",
                 [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
             )
             return [body]
