@@ -20,6 +20,7 @@ import cherrypy
 
 from ws4web import WebSocket
 from ws4web.adapters.cherrypy import IO_MODES, install
+from ws4web.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from ws4web.messages import Message
 
 
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9002)
     parser.add_argument("--max-message-size", type=int, default=16 * 2**20)
     parser.add_argument("--io", choices=IO_MODES, default="reactor", help="how connections run (default: reactor)")
+    parser.add_argument("--no-deflate", action="store_true", help="do not offer permessage-deflate")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     for handler in logging.getLogger().handlers:
@@ -63,6 +65,7 @@ def main() -> None:
             "tools.websocket.on": True,
             "tools.websocket.handler_cls": Echo,
             "tools.websocket.max_message_size": args.max_message_size,
+            "tools.websocket.extensions": [] if args.no_deflate else [ServerPerMessageDeflateFactory()],
         }
     }
     cherrypy.tree.mount(Root(), "/", config)

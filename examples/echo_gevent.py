@@ -20,6 +20,7 @@ import gevent
 
 from ws4web import WebSocket
 from ws4web.adapters.gevent import WebSocketWSGIApplication, make_server
+from ws4web.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from ws4web.messages import Message
 
 
@@ -33,9 +34,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--max-message-size", type=int, default=16 * 2**20)
+    parser.add_argument("--no-deflate", action="store_true", help="do not offer permessage-deflate")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    app = WebSocketWSGIApplication(handler_cls=Echo, max_message_size=args.max_message_size)
+    extensions = [] if args.no_deflate else [ServerPerMessageDeflateFactory()]
+    app = WebSocketWSGIApplication(handler_cls=Echo, max_message_size=args.max_message_size, extensions=extensions)
     server = make_server(args.host, args.port, app, log=None)
 
     def stop() -> None:

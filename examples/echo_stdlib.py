@@ -15,6 +15,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from ws4web import WebSocket, serve
+from ws4web.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from ws4web.messages import Message
 
 
@@ -28,9 +29,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--max-message-size", type=int, default=16 * 2**20)
+    parser.add_argument("--no-deflate", action="store_true", help="do not offer permessage-deflate")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    serve(Echo, args.host, args.port, max_message_size=args.max_message_size)
+    extensions = [] if args.no_deflate else [ServerPerMessageDeflateFactory()]
+    serve(Echo, args.host, args.port, max_message_size=args.max_message_size, extensions=extensions)
 
 
 if __name__ == "__main__":
