@@ -1,0 +1,1 @@
+"""Echo servers for the benchmark, one module per target, each run in its own process."""
