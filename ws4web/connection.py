@@ -118,7 +118,7 @@ class Connection:
 
     # -- sending ---------------------------------------------------------------
 
-    def send_message(self, data: Data, binary: bool | None = None) -> None:
+    def send_message(self, data: Data, binary: bool | None = None, *, compress: bool = True) -> None:
         """Send one message: ``str`` as text, bytes-like as binary, or a Message.
 
         ``binary`` forces the type (``binary=False`` with bytes sends text, as
@@ -134,17 +134,23 @@ class Connection:
             payload = data if isinstance(data, bytes) else bytes(data)
             is_text = binary is False
         with self._send_lock, self._lock:
+            if not compress:
+                _skip_compression(self.protocol)
             if is_text:
                 self.protocol.send_text(payload)
             else:
                 self.protocol.send_binary(payload)
             self._flush()
 
-    def send_fragments(self, chunks: Iterable[str | bytes], binary: bool | None = None) -> None:
+    def send_fragments(
+        self, chunks: Iterable[str | bytes], binary: bool | None = None, *, compress: bool = True
+    ) -> None:
         """Send one message in fragments, one per chunk of ``chunks``."""
         with self._send_lock:
             for opcode, payload, fin in iter_fragments(chunks, binary):
                 with self._lock:
+                    if not compress and opcode is not Opcode.CONTINUATION:
+                        _skip_compression(self.protocol)
                     if opcode is Opcode.TEXT:
                         self.protocol.send_text(payload, fin)
                     elif opcode is Opcode.BINARY:
@@ -406,3 +412,11 @@ def end_write_side(sock: Any) -> None:
             except OSError:
                 pass
     sock.shutdown(socket.SHUT_WR)
+
+
+def _skip_compression(protocol: Protocol) -> None:
+    """Ask extensions that compress to leave the next message alone (protocol lock held)."""
+    for extension in protocol.extensions:
+        skip = getattr(extension, "skip_next_message", None)
+        if skip is not None:
+            skip()

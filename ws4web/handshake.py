@@ -250,12 +250,17 @@ def check_response(
         subprotocol = chosen[0]
     accepted: list[Extension] = []
     for name, params in parse_extensions(headers.get_all("Sec-WebSocket-Extensions")):
-        for factory in extensions:
-            if factory.name == name:
+        candidates = [factory for factory in extensions if factory.name == name]
+        if not candidates:  # §4.1 step 5: an extension we did not offer fails the connection
+            raise NegotiationError(f"server accepted an unoffered extension {name!r}")
+        # Several offers of one extension are fallbacks: the response answers one of them.
+        for factory in candidates:
+            try:
                 accepted.append(factory.process_response_params(params, accepted))
                 break
-        else:  # §4.1 step 5: an extension we did not offer fails the connection
-            raise NegotiationError(f"server accepted an unoffered extension {name!r}")
+            except NegotiationError:
+                if factory is candidates[-1]:
+                    raise
     return subprotocol, accepted
 
 

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .connection import PingWaiter, end_write_side
+from .connection import PingWaiter, _skip_compression, end_write_side
 from .exceptions import ConnectionClosed, ConnectionClosedError
 from .frames import CloseCode, Frame, Opcode
 from .messages import Assembler, Data, Message, iter_fragments
@@ -311,7 +311,7 @@ class ReactorConnection:
 
     # -- sending (any thread) ------------------------------------------------------------------
 
-    def send_message(self, data: Data, binary: bool | None = None) -> None:
+    def send_message(self, data: Data, binary: bool | None = None, *, compress: bool = True) -> None:
         if isinstance(data, str):
             payload = data.encode()
             is_text = binary is not True
@@ -322,6 +322,8 @@ class ReactorConnection:
             payload = data if isinstance(data, bytes) else bytes(data)
             is_text = binary is False
         with self._send_lock, self._lock:
+            if not compress:
+                _skip_compression(self.protocol)
             if is_text:
                 self.protocol.send_text(payload)
             else:
@@ -329,10 +331,14 @@ class ReactorConnection:
             self._flush()
             self._wait_drained()
 
-    def send_fragments(self, chunks: Iterable[str | bytes], binary: bool | None = None) -> None:
+    def send_fragments(
+        self, chunks: Iterable[str | bytes], binary: bool | None = None, *, compress: bool = True
+    ) -> None:
         with self._send_lock:
             for opcode, payload, fin in iter_fragments(chunks, binary):
                 with self._lock:
+                    if not compress and opcode is not Opcode.CONTINUATION:
+                        _skip_compression(self.protocol)
                     if opcode is Opcode.TEXT:
                         self.protocol.send_text(payload, fin)
                     elif opcode is Opcode.BINARY:

@@ -117,16 +117,25 @@ class WebSocket:
 
     # -- sending -------------------------------------------------------------------
 
-    def send(self, payload: Data | Iterable[str | bytes], binary: bool | None = None) -> None:
+    def send(
+        self, payload: Data | Iterable[str | bytes], binary: bool | None = None, *, compress: bool = True
+    ) -> None:
         """Send a message: ``str`` as text, bytes as binary, a Message as its type.
 
         A generator or other iterable of chunks is sent as one fragmented
         message, a frame per chunk. ``binary`` forces the message type.
+        ``compress=False`` sends this message uncompressed even where
+        permessage-deflate was negotiated (already-compressed data, say).
         """
         if isinstance(payload, (str, bytes, bytearray, memoryview, Message)):
-            self.connection.send_message(payload, binary)
-        else:
+            if compress:
+                self.connection.send_message(payload, binary)
+            else:
+                self.connection.send_message(payload, binary, compress=False)
+        elif compress:
             self.connection.send_fragments(payload, binary)
+        else:
+            self.connection.send_fragments(payload, binary, compress=False)
 
     def ping(self, data: bytes | None = None) -> PingWaiter:
         """Send a ping; wait on the result for its pong (``.latency`` in seconds)."""

@@ -57,7 +57,7 @@ _CLIENT_BITS = "client_max_window_bits"
 _KNOWN = (_SERVER_NCT, _CLIENT_NCT, _SERVER_BITS, _CLIENT_BITS)
 
 
-def _compressor_bits(window_bits: int) -> int:
+def compressor_window_bits(window_bits: int) -> int:
     """The window zlib's compressor is created with for a negotiated window.
 
     zlib (1.2.9 and later) refuses a 256-byte window (8 bits) for raw deflate:
@@ -70,7 +70,7 @@ def _compressor_bits(window_bits: int) -> int:
     return max(window_bits, 9)
 
 
-def _decompressor_bits(window_bits: int) -> int:
+def decompressor_window_bits(window_bits: int) -> int:
     # Inflating with a larger window than the peer uses is always correct; 9
     # instead of 8 also tolerates peers whose deflate maps 8 to 9 without
     # zlib's distance guarantee, at a cost of 256 bytes.
@@ -219,7 +219,7 @@ class PerMessageDeflate(Extension):
                 return frame
             self._inflating = True
             if self._decompressor is None or self.remote_no_context_takeover:
-                self._decompressor = zlib.decompressobj(wbits=-_decompressor_bits(self.remote_max_window_bits))
+                self._decompressor = zlib.decompressobj(wbits=-decompressor_window_bits(self.remote_max_window_bits))
         decompressor = self._decompressor
         assert decompressor is not None
         data = inflate_bounded(decompressor, frame.data, max_size, trailer=frame.fin)  # §7.2.2
@@ -256,7 +256,7 @@ class PerMessageDeflate(Extension):
                 self._compressor = zlib.compressobj(
                     self.compression_level,
                     zlib.DEFLATED,
-                    -_compressor_bits(self.local_max_window_bits),
+                    -compressor_window_bits(self.local_max_window_bits),
                     self.mem_level,
                 )
         compressor = self._compressor
