@@ -186,6 +186,10 @@ def open_chat(driver: webdriver.Chrome, url: str) -> None:
     assert driver.title == "ws4web chat"
     # The page opens its WebSocket on load; "connected" is set by ws.onopen only.
     wait_text(driver, "status", "connected", "the page's WebSocket did not open")
+    # Issue: the browser must have negotiated permessage-deflate (the server's or,
+    # under ASGI, uvicorn's answer); ws.extensions is the response header it received.
+    extensions = driver.execute_script("return window.chatSocket.extensions")
+    assert str(extensions).startswith("permessage-deflate"), f"negotiated extensions: {extensions!r}"
 
 
 def join(driver: webdriver.Chrome, name: str) -> None:

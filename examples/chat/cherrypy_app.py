@@ -23,6 +23,7 @@ import cherrypy
 from handler import ChatHandler
 
 from ws4web.adapters.cherrypy import IO_MODES, WebSocketPlugin, install
+from ws4web.extensions import ServerPerMessageDeflateFactory
 
 with open(os.path.join(HERE, "index.html"), "rb") as _page:
     PAGE = _page.read()
@@ -59,6 +60,7 @@ def setup(host: str = "127.0.0.1", port: int = 8080, io: str = "reactor") -> Web
             "tools.websocket.handler_cls": ChatHandler,
             # chat events are small (names of 32, texts of 2000 characters)
             "tools.websocket.max_message_size": 2**16,
+            "tools.websocket.extensions": [ServerPerMessageDeflateFactory()],
         }
     }
     cherrypy.tree.mount(ChatRoot(), "/", config)

@@ -28,6 +28,7 @@ import gevent
 from handler import ChatHandler
 
 from ws4web.adapters.gevent import PathDispatcher, WebSocketWSGIApplication, make_server
+from ws4web.extensions import ServerPerMessageDeflateFactory
 
 with open(os.path.join(HERE, "index.html"), "rb") as _page:
     PAGE = _page.read()
@@ -46,7 +47,9 @@ def page(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterabl
 def build_app() -> tuple[PathDispatcher, WebSocketWSGIApplication]:
     """The site (upgrades to /ws go to ChatHandler, the rest to ``page``) and its WebSocket app."""
     # chat events are small (names of 32, texts of 2000 characters)
-    chat = WebSocketWSGIApplication(handler_cls=ChatHandler, max_message_size=2**16)
+    chat = WebSocketWSGIApplication(
+        handler_cls=ChatHandler, max_message_size=2**16, extensions=[ServerPerMessageDeflateFactory()]
+    )
     return PathDispatcher({"/ws": chat}, default=page), chat
 
 

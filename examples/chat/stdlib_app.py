@@ -19,6 +19,7 @@ sys.path.insert(0, HERE)
 from handler import ChatHandler
 
 from ws4web import WebSocketServer
+from ws4web.extensions import ServerPerMessageDeflateFactory
 from ws4web.http11 import Headers, Request, Response
 
 with open(os.path.join(HERE, "index.html"), "rb") as _page:
@@ -38,7 +39,10 @@ def serve_page(request: Request) -> Response | None:
 
 
 def make_server(host: str = "127.0.0.1", port: int = 8080) -> WebSocketServer:
-    return WebSocketServer(ChatHandler, host, port, process_request=serve_page)
+    # permessage-deflate: every browser offers it, and chat text compresses well.
+    return WebSocketServer(
+        ChatHandler, host, port, process_request=serve_page, extensions=[ServerPerMessageDeflateFactory()]
+    )
 
 
 def main() -> None:
