@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import ssl
 import threading
@@ -285,3 +286,42 @@ def test_client_connect_refused_by_server(make_server: ServerFactory) -> None:
     with pytest.raises(InvalidStatus) as exc:
         client.connect()
     assert (exc.value.status, exc.value.body) == (403, b"nope")
+
+
+# -- mutual TLS: client certificates --------------------------------------------------------
+
+CERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "certs")
+
+
+class PeerCertHandler(WebSocket):
+    """Answers the first message with the client certificate's common name."""
+
+    def received_message(self, message: Message) -> None:
+        cert = self.sock.getpeercert()
+        subject = dict(item for rdn in cert["subject"] for item in rdn) if cert else {}
+        self.send(str(subject.get("commonName", "none")))
+
+
+@pytest.mark.parametrize("io", ["reactor", "threads"])
+def test_client_certificate_is_required_and_presented(make_server: ServerFactory, io: str) -> None:
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(f"{CERTS}/server.pem", f"{CERTS}/server.key")
+    server_context.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: no client certificate, no connection
+    server_context.load_verify_locations(f"{CERTS}/ca.pem")
+    server = make_server(PeerCertHandler, io=io, ssl_context=server_context)
+    url = f"wss://localhost:{server.port}/"
+
+    anonymous = ssl.create_default_context(cafile=f"{CERTS}/ca.pem")
+    with pytest.raises((ssl.SSLError, OSError, ConnectionClosedError, InvalidStatus)):
+        ws = connect(url, ssl_context=anonymous, timeout=TIMEOUT)
+        try:  # TLS 1.3 may report the refusal only on the first read
+            ws.send("who am I?")
+            ws.recv(TIMEOUT)
+        finally:
+            ws.close()
+
+    identified = ssl.create_default_context(cafile=f"{CERTS}/ca.pem")
+    identified.load_cert_chain(f"{CERTS}/client.pem", f"{CERTS}/client.key")
+    with connect(url, ssl_context=identified, timeout=TIMEOUT) as ws:
+        ws.send("who am I?")
+        assert ws.recv(TIMEOUT).data == b"ws4web test client"
