@@ -18,13 +18,13 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from .concurrency import THREADING, EventLike, Primitives
+from .concurrency import THREADING, EventLike, LockLike, Primitives
 from .exceptions import ConnectionClosed, ConnectionClosedError
 from .frames import CloseCode, Frame, Opcode
 from .messages import Assembler, Data, Message, iter_fragments
 from .protocol import SEND_EOF, Protocol, State
 
-__all__ = ["Connection", "PingWaiter"]
+__all__ = ["Connection", "PingWaiter", "Sender"]
 
 logger = logging.getLogger("ws4web.connection")
 
@@ -54,7 +54,125 @@ class PingWaiter:
         self._event.set()
 
 
-class Connection:
+class Sender:
+    """The sending half both drivers share (this module's Connection and the reactor's).
+
+    A message (maybe fragmented) holds ``_send_lock`` so frames of two messages never
+    interleave; every protocol call holds ``_lock`` and ends with ``_flush()``, so
+    control frames from the reading side still get through between fragments.
+    ``_after_write()`` is the driver's back-pressure hook.
+    """
+
+    protocol: Protocol
+    _lock: LockLike
+    _send_lock: LockLike
+    _pings: dict[bytes, PingWaiter]
+
+    def _flush(self) -> None:
+        raise NotImplementedError
+
+    def _after_write(self) -> None:
+        """Called after each data frame is queued (``_lock`` held)."""
+
+    def _new_event(self) -> EventLike:
+        raise NotImplementedError
+
+    def _clock(self) -> float:
+        raise NotImplementedError
+
+    def send_message(self, data: Data, binary: bool | None = None, *, compress: bool = True) -> None:
+        """Send one message: ``str`` as text, bytes-like as binary, or a Message.
+
+        ``binary`` forces the type (``binary=False`` with bytes sends text, as
+        ws4py did; the bytes must then be UTF-8).
+        """
+        if isinstance(data, str):
+            payload = data.encode()
+            is_text = binary is not True
+        elif isinstance(data, Message):
+            payload = data.data
+            is_text = data.opcode is Opcode.TEXT if binary is None else not binary
+        else:
+            payload = data if isinstance(data, bytes) else bytes(data)
+            is_text = binary is False
+        with self._send_lock, self._lock:
+            if not compress:
+                _skip_compression(self.protocol)
+            if is_text:
+                self.protocol.send_text(payload)
+            else:
+                self.protocol.send_binary(payload)
+            self._flush()
+            self._after_write()
+
+    def send_fragments(
+        self, chunks: Iterable[str | bytes], binary: bool | None = None, *, compress: bool = True
+    ) -> None:
+        """Send one message in fragments, one per chunk of ``chunks``."""
+        with self._send_lock:
+            for opcode, payload, fin in iter_fragments(chunks, binary):
+                with self._lock:
+                    if not compress and opcode is not Opcode.CONTINUATION:
+                        _skip_compression(self.protocol)
+                    if opcode is Opcode.TEXT:
+                        self.protocol.send_text(payload, fin)
+                    elif opcode is Opcode.BINARY:
+                        self.protocol.send_binary(payload, fin)
+                    else:
+                        self.protocol.send_continuation(payload, fin)
+                    self._flush()
+                    self._after_write()
+
+    def send_prepared(self, message: Frame, wire: bytes) -> None:
+        """Send a frame serialized once for many recipients (see Protocol.send_prepared)."""
+        with self._send_lock, self._lock:
+            self.protocol.send_prepared(message, wire)
+            self._flush()
+
+    def send_frame(self, frame: Frame) -> None:
+        """Send any frame as it is (low-level access)."""
+        with self._send_lock, self._lock:
+            self.protocol.send_frame(frame)
+            self._flush()
+
+    def ping(self, data: bytes | None = None) -> PingWaiter:
+        """Send a ping; the returned waiter resolves when its pong arrives.
+
+        A pong answers its ping and every earlier one (RFC 6455 §5.5.3 lets a
+        peer answer only the latest).
+        """
+        with self._lock:
+            if data is None:
+                data = os.urandom(4)
+                while data in self._pings:
+                    data = os.urandom(4)
+            if data in self._pings:
+                raise ValueError("a ping with this payload is already waiting")
+            waiter = PingWaiter(data, self._new_event(), self._clock)
+            self.protocol.send_ping(data)
+            self._pings[data] = waiter
+            self._flush()
+        return waiter
+
+    def pong(self, data: bytes = b"") -> None:
+        """Send an unsolicited pong (a unidirectional heartbeat, §5.5.3)."""
+        with self._lock:
+            self.protocol.send_pong(data)
+            self._flush()
+
+    def _resolve_pings(self, payload: bytes) -> None:
+        """A pong answers its ping and every earlier one (RFC 6455 §5.5.3)."""
+        with self._lock:
+            waiter = self._pings.get(payload)
+            if waiter is not None:
+                for key in list(self._pings):
+                    earlier = self._pings.pop(key)
+                    earlier._resolve()
+                    if earlier is waiter:
+                        break
+
+
+class Connection(Sender):
     """A WebSocket connection over a socket whose handshake is done.
 
     Hooks, called in the reading thread: ``on_ping(frame)``, ``on_pong(frame)``.
@@ -94,6 +212,12 @@ class Connection:
         with self._lock:
             self._flush()
 
+    def _new_event(self) -> EventLike:
+        return self.primitives.event()
+
+    def _clock(self) -> float:
+        return self.primitives.monotonic()
+
     # -- state -----------------------------------------------------------------
 
     @property
@@ -117,84 +241,6 @@ class Connection:
         return self._closed.wait(timeout)
 
     # -- sending ---------------------------------------------------------------
-
-    def send_message(self, data: Data, binary: bool | None = None, *, compress: bool = True) -> None:
-        """Send one message: ``str`` as text, bytes-like as binary, or a Message.
-
-        ``binary`` forces the type (``binary=False`` with bytes sends text, as
-        ws4py did; the bytes must then be UTF-8).
-        """
-        if isinstance(data, str):
-            payload = data.encode()
-            is_text = binary is not True
-        elif isinstance(data, Message):
-            payload = data.data
-            is_text = data.opcode is Opcode.TEXT if binary is None else not binary
-        else:
-            payload = data if isinstance(data, bytes) else bytes(data)
-            is_text = binary is False
-        with self._send_lock, self._lock:
-            if not compress:
-                _skip_compression(self.protocol)
-            if is_text:
-                self.protocol.send_text(payload)
-            else:
-                self.protocol.send_binary(payload)
-            self._flush()
-
-    def send_fragments(
-        self, chunks: Iterable[str | bytes], binary: bool | None = None, *, compress: bool = True
-    ) -> None:
-        """Send one message in fragments, one per chunk of ``chunks``."""
-        with self._send_lock:
-            for opcode, payload, fin in iter_fragments(chunks, binary):
-                with self._lock:
-                    if not compress and opcode is not Opcode.CONTINUATION:
-                        _skip_compression(self.protocol)
-                    if opcode is Opcode.TEXT:
-                        self.protocol.send_text(payload, fin)
-                    elif opcode is Opcode.BINARY:
-                        self.protocol.send_binary(payload, fin)
-                    else:
-                        self.protocol.send_continuation(payload, fin)
-                    self._flush()
-
-    def send_prepared(self, message: Frame, wire: bytes) -> None:
-        """Send a frame serialized once for many recipients (see Protocol.send_prepared)."""
-        with self._send_lock, self._lock:
-            self.protocol.send_prepared(message, wire)
-            self._flush()
-
-    def send_frame(self, frame: Frame) -> None:
-        """Send any frame as it is (low-level access)."""
-        with self._send_lock, self._lock:
-            self.protocol.send_frame(frame)
-            self._flush()
-
-    def ping(self, data: bytes | None = None) -> PingWaiter:
-        """Send a ping; the returned waiter resolves when its pong arrives.
-
-        A pong answers its ping and every earlier one (RFC 6455 §5.5.3 lets a
-        peer answer only the latest).
-        """
-        with self._lock:
-            if data is None:
-                data = os.urandom(4)
-                while data in self._pings:
-                    data = os.urandom(4)
-            if data in self._pings:
-                raise ValueError("a ping with this payload is already waiting")
-            waiter = PingWaiter(data, self.primitives.event(), self.primitives.monotonic)
-            self.protocol.send_ping(data)
-            self._pings[data] = waiter
-            self._flush()
-        return waiter
-
-    def pong(self, data: bytes = b"") -> None:
-        """Send an unsolicited pong (a unidirectional heartbeat, §5.5.3)."""
-        with self._lock:
-            self.protocol.send_pong(data)
-            self._flush()
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake and, if no other thread is reading, finish it.
@@ -288,14 +334,7 @@ class Connection:
 
     def _control(self, frame: Frame) -> None:
         if frame.opcode is Opcode.PONG:
-            with self._lock:
-                waiter = self._pings.get(frame.data)
-                if waiter is not None:
-                    for payload in list(self._pings):
-                        earlier = self._pings.pop(payload)
-                        earlier._resolve()
-                        if earlier is waiter:
-                            break
+            self._resolve_pings(frame.data)
             if self.on_pong is not None:
                 self.on_pong(frame)
         elif frame.opcode is Opcode.PING and self.on_ping is not None:

@@ -17,19 +17,19 @@ import functools
 import heapq
 import itertools
 import logging
-import os
 import selectors
 import socket
 import ssl
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from .connection import PingWaiter, _skip_compression, end_write_side
+from .connection import Sender, end_write_side
 from .exceptions import ConnectionClosed, ConnectionClosedError
 from .frames import CloseCode, Frame, Opcode
-from .messages import Assembler, Data, Message, iter_fragments
+from .messages import Assembler, Message
 from .protocol import SEND_EOF, Protocol, State
 from .workers import Lane, WorkerPool
 
@@ -190,7 +190,7 @@ class Reactor:
         return self._view[:n]
 
 
-_monotonic = __import__("time").monotonic
+_monotonic = time.monotonic
 
 _default: Reactor | None = None
 _default_lock = threading.Lock()
@@ -205,7 +205,7 @@ def default_reactor() -> Reactor:
         return _default
 
 
-class ReactorConnection:
+class ReactorConnection(Sender):
     """The :class:`~ws4web.connection.Connection` interface, driven by a Reactor.
 
     Callbacks only: the handler's callbacks run on its lane; ``recv()`` is not
@@ -233,7 +233,7 @@ class ReactorConnection:
         self.max_queue = max_queue
         self.on_ping: Any = None
         self.on_pong: Any = None
-        self._lock = threading.Lock()
+        self._lock: threading.Lock = threading.Lock()  # narrower than Sender's LockLike: a Condition needs it
         # Created on first need: a Condition or Event holds a deque of ~700 bytes,
         # and most connections never wait on either.
         self._drained: threading.Condition | None = None
@@ -311,72 +311,14 @@ class ReactorConnection:
 
     # -- sending (any thread) ------------------------------------------------------------------
 
-    def send_message(self, data: Data, binary: bool | None = None, *, compress: bool = True) -> None:
-        if isinstance(data, str):
-            payload = data.encode()
-            is_text = binary is not True
-        elif isinstance(data, Message):
-            payload = data.data
-            is_text = data.opcode is Opcode.TEXT if binary is None else not binary
-        else:
-            payload = data if isinstance(data, bytes) else bytes(data)
-            is_text = binary is False
-        with self._send_lock, self._lock:
-            if not compress:
-                _skip_compression(self.protocol)
-            if is_text:
-                self.protocol.send_text(payload)
-            else:
-                self.protocol.send_binary(payload)
-            self._flush()
-            self._wait_drained()
+    def _after_write(self) -> None:
+        self._wait_drained()
 
-    def send_fragments(
-        self, chunks: Iterable[str | bytes], binary: bool | None = None, *, compress: bool = True
-    ) -> None:
-        with self._send_lock:
-            for opcode, payload, fin in iter_fragments(chunks, binary):
-                with self._lock:
-                    if not compress and opcode is not Opcode.CONTINUATION:
-                        _skip_compression(self.protocol)
-                    if opcode is Opcode.TEXT:
-                        self.protocol.send_text(payload, fin)
-                    elif opcode is Opcode.BINARY:
-                        self.protocol.send_binary(payload, fin)
-                    else:
-                        self.protocol.send_continuation(payload, fin)
-                    self._flush()
-                    self._wait_drained()
+    def _new_event(self) -> threading.Event:
+        return threading.Event()
 
-    def send_prepared(self, message: Frame, wire: bytes) -> None:
-        """Send a frame serialized once for many recipients (see Protocol.send_prepared)."""
-        with self._send_lock, self._lock:
-            self.protocol.send_prepared(message, wire)
-            self._flush()
-
-    def send_frame(self, frame: Frame) -> None:
-        with self._send_lock, self._lock:
-            self.protocol.send_frame(frame)
-            self._flush()
-
-    def ping(self, data: bytes | None = None) -> Any:
-        with self._lock:
-            if data is None:
-                data = os.urandom(4)
-                while data in self._pings:
-                    data = os.urandom(4)
-            if data in self._pings:
-                raise ValueError("a ping with this payload is already waiting")
-            waiter = PingWaiter(data, threading.Event(), _monotonic)
-            self.protocol.send_ping(data)
-            self._pings[data] = waiter
-            self._flush()
-        return waiter
-
-    def pong(self, data: bytes = b"") -> None:
-        with self._lock:
-            self.protocol.send_pong(data)
-            self._flush()
+    def _clock(self) -> float:
+        return _monotonic()
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Send a close frame; the reactor finishes the handshake (never blocks)."""
@@ -547,14 +489,7 @@ class ReactorConnection:
                 if message is not None:
                     lane.submit(_Deliver(self, message))
             elif frame.opcode is Opcode.PONG:
-                with self._lock:
-                    waiter = self._pings.get(frame.data)
-                    if waiter is not None:
-                        for payload in list(self._pings):
-                            earlier = self._pings.pop(payload)
-                            earlier._resolve()
-                            if earlier is waiter:
-                                break
+                self._resolve_pings(frame.data)
                 if self.on_pong is not None:
                     lane.submit(functools.partial(self._run_callback, self.on_pong, frame))
             elif frame.opcode is Opcode.PING and self.on_ping is not None:
