@@ -21,11 +21,13 @@ from typing import Any
 from .concurrency import THREADING, EventLike, LockLike, Primitives
 from .exceptions import ConnectionClosed, ConnectionClosedError
 from .frames import CloseCode, Frame, Opcode
+from .logs import ConnectionLog, connection_log
 from .messages import Assembler, Data, Message, iter_fragments
 from .protocol import SEND_EOF, Protocol, State
 
 __all__ = ["Connection", "PingWaiter", "Sender"]
 
+_protocol_logger = logging.getLogger("ws4web.protocol")
 logger = logging.getLogger("ws4web.connection")
 
 # Writes up to this total are joined into one sendall(): one syscall per batch.
@@ -187,8 +189,13 @@ class Connection(Sender):
         close_timeout: float | None = 10.0,
         recv_size: int = 65536,
         subprotocol: str | None = None,
+        conn_id: str | None = None,
     ) -> None:
         self.sock = sock
+        #: tags every log record about this connection (``[ws12 127.0.0.1:50312] ...``)
+        self.log: ConnectionLog = connection_log(logger, sock, conn_id)
+        self.id = self.log.conn_id
+        protocol.logger = self.log.child(_protocol_logger)
         self.protocol = protocol
         self.primitives = primitives
         self.close_timeout = close_timeout
@@ -277,7 +284,7 @@ class Connection(Sender):
                 except (ConnectionClosed, ValueError):
                     return
                 if not waiter.wait(timeout) and not self._closed.is_set():
-                    logger.warning("no pong within %.1f s: closing with 1011", timeout)
+                    self.log.warning("no pong within %.1f s: closing with 1011", timeout)
                     with self._lock:
                         self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive timeout")
                         self._flush()
@@ -355,7 +362,7 @@ class Connection(Sender):
             left = self._close_deadline - now
             if timeout is None or left < timeout:
                 if not self.primitives.wait_readable(self.sock, left):
-                    logger.debug("peer did not finish the closing handshake in time")
+                    self.log.debug("peer did not finish the closing handshake in time")
                     self.abort()
                     return
                 timeout = None
@@ -398,7 +405,7 @@ class Connection(Sender):
                 end_write_side(self.sock)
         except (OSError, ValueError) as exc:
             # The peer is gone; the reader will see EOF. The caller learns it now.
-            logger.debug("write failed: %s", exc)
+            self.log.debug("write failed: %s", exc)
             self.protocol.receive_eof()
             self.protocol.data_to_send()
             self._close_socket()

@@ -72,6 +72,8 @@ class Protocol:
         extensions: Sequence[Extension] = (),
     ) -> None:
         self.side = side
+        #: drivers replace this with a per-connection adapter (ws4web.logs)
+        self.logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = logger
         self.state = State.OPEN
         self.max_message_size = max_message_size
         self.max_frame_size = max_frame_size
@@ -304,14 +306,14 @@ class Protocol:
                 if self._handle(frame):
                     break
         except ProtocolError as exc:
-            logger.debug("failing the connection: %s", exc)
+            self.logger.debug("failing the connection: %s", exc)
             self.failure = exc
             self.fail(exc.code, str(exc))  # replaces this parser with _discard()
             return
         except EOFError:
             pass
         except Exception as exc:  # a bug here must not take the I/O loop down
-            logger.exception("unexpected error while parsing")
+            self.logger.exception("unexpected error while parsing")
             self.failure = ProtocolError(str(exc))
             self.fail(CloseCode.INTERNAL_ERROR, "internal error")
             return

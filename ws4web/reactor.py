@@ -29,12 +29,14 @@ from typing import Any
 from .connection import Sender, end_write_side
 from .exceptions import ConnectionClosed, ConnectionClosedError
 from .frames import CloseCode, Frame, Opcode
+from .logs import ConnectionLog, connection_log
 from .messages import Assembler, Message
 from .protocol import SEND_EOF, Protocol, State
 from .workers import Lane, WorkerPool
 
 __all__ = ["Reactor", "ReactorConnection", "default_reactor"]
 
+_protocol_logger = logging.getLogger("ws4web.protocol")
 logger = logging.getLogger("ws4web.reactor")
 
 _READ = selectors.EVENT_READ
@@ -162,7 +164,7 @@ class Reactor:
                 try:
                     handler._on_io(mask)
                 except Exception:  # one broken connection must not stop the loop
-                    logger.exception("I/O handler %r failed", handler)
+                    getattr(handler, "log", logger).exception("I/O handler %r failed", handler)
                     handler._teardown()
             now = _monotonic()
             while timers and timers[0][0] <= now:
@@ -223,8 +225,13 @@ class ReactorConnection(Sender):
         subprotocol: str | None = None,
         max_send_buffer: int = 4 * 2**20,
         max_queue: int = 32,
+        conn_id: str | None = None,
     ) -> None:
         self.sock = sock
+        #: tags every log record about this connection (``[ws12 127.0.0.1:50312] ...``)
+        self.log: ConnectionLog = connection_log(logger, sock, conn_id)
+        self.id = self.log.conn_id
+        protocol.logger = self.log.child(_protocol_logger)
         self.protocol = protocol
         self.reactor = reactor
         self.close_timeout = close_timeout
@@ -355,7 +362,7 @@ class ReactorConnection(Sender):
 
             def check() -> None:
                 if not waiter.wait(0) and not self._is_closed:
-                    logger.warning("no pong within %.1f s: closing with 1011", timeout)
+                    self.log.warning("no pong within %.1f s: closing with 1011", timeout)
                     with self._lock:
                         self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive timeout")
                         self._flush()
@@ -527,7 +534,7 @@ class ReactorConnection(Sender):
 
     def _close_timed_out(self) -> None:
         if not self._torn_down:
-            logger.debug("peer did not finish the closing handshake in time")
+            self.log.debug("peer did not finish the closing handshake in time")
             self._teardown()
 
     def _check_closed(self) -> None:

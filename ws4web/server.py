@@ -34,10 +34,11 @@ from .extensions.base import ServerExtensionFactory
 from .frames import CloseCode
 from .handshake import SubprotocolSelector, reject
 from .http11 import MAX_HEADERS, MAX_LINE, Request, parse_request
+from .logs import ConnectionLog, format_peer, new_id
 from .protocol import SERVER
 from .reactor import Reactor, ReactorConnection, Timer
 from .streams import StreamReader
-from .upgrade import ProcessRequest, answer_request, server_handshake
+from .upgrade import ProcessRequest, answer_request, send_refusal, server_handshake
 from .websocket import WebSocket
 
 __all__ = ["WebSocketServer", "serve"]
@@ -180,7 +181,7 @@ class WebSocketServer:
             self._sockets.discard(old)
             self._sockets.add(new)
 
-    def _make_handler(self, sock: Any, result: Any) -> WebSocket:
+    def _make_handler(self, sock: Any, result: Any, log: ConnectionLog) -> WebSocket:
         websocket = self.handler_cls(
             sock,
             protocols=[result.subprotocol] if result.subprotocol else [],
@@ -189,6 +190,7 @@ class WebSocketServer:
             data=result.data,
             request=result.request,
             reactor=self.reactor,
+            conn_id=log.conn_id,
             **self.handler_options,
         )
         with self._lock:
@@ -202,6 +204,7 @@ class WebSocketServer:
 
     def _serve_thread(self, sock: Any, addr: Any) -> None:
         websocket = None
+        log = ConnectionLog(logger, new_id(), format_peer(addr))
         try:
             if self.ssl_context is not None:
                 sock.settimeout(self.handshake_timeout)
@@ -215,14 +218,14 @@ class WebSocketServer:
                 max_headers=self.max_headers,
                 **self.answer_options,
             )
-            websocket = self._make_handler(sock, result)
+            websocket = self._make_handler(sock, result, log)
             websocket.run()
         except InvalidHandshake as exc:
-            logger.info("handshake from %s refused: %s", addr, exc)
+            log.warning("handshake refused (HTTP %d): %s", exc.status, exc)
         except (OSError, ssl.SSLError) as exc:
-            logger.info("connection from %s failed during the handshake: %s", addr, exc)
+            log.warning("connection failed during the handshake: %s", exc)
         except Exception:
-            logger.exception("unexpected error serving %s", addr)
+            log.exception("unexpected error serving the connection")
         finally:
             try:
                 sock.close()
@@ -232,20 +235,22 @@ class WebSocketServer:
 
     # -- reactor: handshake finished on the worker pool ---------------------------------
 
-    def _finish_handshake(self, sock: Any, addr: Any, request: Request, data: bytes) -> None:
+    def _finish_handshake(self, sock: Any, log: ConnectionLog, request: Request, data: bytes) -> None:
         try:
             sock.setblocking(True)
             sock.settimeout(self.handshake_timeout)  # bounds writing the answer
             result = answer_request(sock, request, data, **self.answer_options)
-            websocket = self._make_handler(sock, result)
+            websocket = self._make_handler(sock, result, log)
         except InvalidHandshake as exc:
-            logger.info("handshake from %s refused: %s", addr, exc)
+            log.warning("handshake refused (HTTP %d): %s", exc.status, exc)
             sock.close()
             self._release(sock)
             return
         except Exception as exc:
-            if not isinstance(exc, OSError):
-                logger.exception("unexpected error in the handshake with %s", addr)
+            if isinstance(exc, OSError):
+                log.warning("connection failed during the handshake: %s", exc)
+            else:
+                log.exception("unexpected error in the handshake")
             sock.close()
             self._release(sock)
             return
@@ -304,13 +309,14 @@ class WebSocketServer:
 class _Handshake:
     """Reactor side of one server handshake: TLS, then the HTTP request, without blocking."""
 
-    __slots__ = ("addr", "parser", "reactor", "reader", "server", "sock", "timer", "tls_done")
+    __slots__ = ("addr", "log", "parser", "reactor", "reader", "server", "sock", "timer", "tls_done")
 
     def __init__(self, server: WebSocketServer, reactor: Reactor, sock: Any, addr: Any) -> None:
         self.server = server
         self.reactor = reactor
         self.sock = sock
         self.addr = addr
+        self.log = ConnectionLog(logger, new_id(), format_peer(addr))
         self.reader = StreamReader()
         self.parser = parse_request(self.reader, max_line=server.max_line, max_headers=server.max_headers)
         self.tls_done = server.ssl_context is None
@@ -344,7 +350,7 @@ class _Handshake:
                 self.reactor.modify(self.sock, selectors.EVENT_WRITE, self)
                 return
             except (OSError, ssl.SSLError) as exc:
-                logger.info("TLS handshake with %s failed: %s", self.addr, exc)
+                self.log.warning("TLS handshake failed: %s", exc)
                 self._drop()
                 return
             self.tls_done = True
@@ -366,27 +372,27 @@ class _Handshake:
     def _parsed(self, request: Request) -> None:
         self._detach()
         data = self.reader.take(len(self.reader.buffer))
-        self.reactor.pool.submit(lambda: self.server._finish_handshake(self.sock, self.addr, request, data))
+        self.reactor.pool.submit(lambda: self.server._finish_handshake(self.sock, self.log, request, data))
 
     def _refuse(self, exc: InvalidHandshake) -> None:
         self._detach()
-        logger.info("handshake from %s refused: %s", self.addr, exc)
+        self.log.warning("handshake refused (HTTP %d): %s", exc.status, exc)
         response = reject(exc).serialize()
 
-        def send_refusal() -> None:
+        def refuse() -> None:
             try:
                 self.sock.setblocking(True)
                 self.sock.settimeout(1.0)
-                self.sock.sendall(response)
             except OSError:
                 pass
+            send_refusal(self.sock, response)
             self._close()
 
-        self.reactor.pool.submit(send_refusal)
+        self.reactor.pool.submit(refuse)
 
     def _timed_out(self) -> None:
         if not self.tls_done:  # no channel to answer on: drop without tying up a worker
-            logger.info("TLS handshake with %s timed out", self.addr)
+            self.log.warning("TLS handshake timed out")
             self._drop()
             return
         self._refuse(InvalidMessage("handshake timed out", status=408))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 from .auth import Authenticator
+from .connection import end_write_side
 from .exceptions import InvalidHandshake, InvalidMessage
 from .extensions.base import ClientExtensionFactory, Extension, ServerExtensionFactory
 from .handshake import SubprotocolSelector, accept, check_response, client_request, generate_key, reject
@@ -23,7 +24,14 @@ from .protocol import CLIENT, SERVER
 from .streams import StreamReader
 from .websocket import WebSocket
 
-__all__ = ["ServerHandshakeResult", "accept_socket", "client_handshake", "connect_socket", "server_handshake"]
+__all__ = [
+    "ServerHandshakeResult",
+    "accept_socket",
+    "client_handshake",
+    "connect_socket",
+    "send_refusal",
+    "server_handshake",
+]
 
 logger = logging.getLogger("ws4web.upgrade")
 
@@ -99,7 +107,7 @@ def server_handshake(
     try:
         request = _run_parser(sock, reader, parse_request(reader, max_line=max_line, max_headers=max_headers), timeout)
     except InvalidHandshake as exc:
-        _send_quietly(sock, reject(exc).serialize())
+        send_refusal(sock, reject(exc).serialize())
         raise
     return answer_request(sock, request, bytes(reader.buffer), **options)
 
@@ -124,7 +132,7 @@ def answer_request(
     """
     refusal = process_request(request) if process_request is not None else None
     if refusal is not None:
-        _send_quietly(sock, refusal.serialize())
+        send_refusal(sock, refusal.serialize())
         raise InvalidHandshake(f"refused by process_request with {refusal.status}", status=refusal.status)
     try:
         accepted = accept(
@@ -136,16 +144,37 @@ def answer_request(
             authenticate=authenticate,
         )
     except InvalidHandshake as exc:
-        _send_quietly(sock, reject(exc).serialize())
+        send_refusal(sock, reject(exc).serialize())
         raise
     sock.sendall(accepted.response.serialize())
     return ServerHandshakeResult(request, accepted.response, accepted.subprotocol, accepted.extensions, data)
 
 
-def _send_quietly(sock: Any, data: bytes) -> None:
+def send_refusal(sock: Any, data: bytes, linger: float = 1.0) -> None:
+    """Send an HTTP refusal so that the client can read it, then leave the socket to close.
+
+    Closing a socket with unread input makes TCP send a reset, and a reset can
+    destroy the refusal in the client's receive buffer before it is read (a
+    client still trickling its request, say). So: send, end our write side, and
+    read and discard what is still coming for up to ``linger`` seconds or
+    64 KiB — a lingering close, as HTTP servers do. Best effort: the client may
+    already be gone.
+    """
     try:
         sock.sendall(data)
-    except OSError:  # the client may already be gone; the refusal was best effort
+        end_write_side(sock)
+        deadline = time.monotonic() + linger
+        drained = 0
+        while drained < 65536:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            sock.settimeout(left)
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            drained += len(chunk)
+    except (OSError, ValueError):
         pass
 
 

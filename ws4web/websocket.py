@@ -24,6 +24,7 @@ from .exceptions import ConnectionClosed
 from .extensions.base import Extension
 from .frames import CloseCode, Frame
 from .http11 import Request
+from .logs import ConnectionLog, connection_log
 from .messages import Data, Message, PongControlMessage
 from .protocol import SERVER, Protocol, Side
 from .reactor import Reactor, ReactorConnection
@@ -70,6 +71,7 @@ class WebSocket:
         primitives: Primitives = THREADING,
         reactor: Reactor | None = None,
         connection: Any = None,
+        conn_id: str | None = None,
     ) -> None:
         self.sock = sock
         self.protocols = list(protocols or ())
@@ -91,13 +93,25 @@ class WebSocket:
             subprotocol = self.protocols[0] if self.protocols else None
             if reactor is not None:
                 connection = ReactorConnection(
-                    sock, protocol, reactor, close_timeout=close_timeout, subprotocol=subprotocol
+                    sock, protocol, reactor, close_timeout=close_timeout, subprotocol=subprotocol, conn_id=conn_id
                 )
             else:
                 connection = Connection(
-                    sock, protocol, primitives=primitives, close_timeout=close_timeout, subprotocol=subprotocol
+                    sock,
+                    protocol,
+                    primitives=primitives,
+                    close_timeout=close_timeout,
+                    subprotocol=subprotocol,
+                    conn_id=conn_id,
                 )
         self.connection = connection
+        log = getattr(connection, "log", None)
+        #: tags this connection's log records: ``[ws12 127.0.0.1:50312] ...``
+        self.log: ConnectionLog = (
+            log.child(logger) if isinstance(log, ConnectionLog) else connection_log(logger, sock, conn_id)
+        )
+        #: process-unique id, the one in every log record about this connection
+        self.id = self.log.conn_id
         connection.on_pong = self._on_pong
         self._closed_called = False
 
@@ -253,7 +267,7 @@ class WebSocket:
         except ConnectionClosed:
             raise
         except Exception:
-            logger.exception("handler %s raised; closing with 1011", type(self).__name__)
+            self.log.exception("handler %s raised; closing with 1011", type(self).__name__)
             try:
                 self.close(CloseCode.INTERNAL_ERROR, "internal error")
             except ConnectionClosed:
@@ -266,13 +280,29 @@ class WebSocket:
         if self._closed_called:
             return
         self._closed_called = True
+        code = self.close_code
+        if code not in _ORDINARY_CLOSE_CODES and not 3000 <= code <= 4999:
+            self.log.warning("closed abnormally: %d %s", code, self.close_reason)
         try:
-            self.closed(self.close_code, self.close_reason)
+            self.closed(code, self.close_reason)
         except Exception:
-            logger.exception("closed() of %s raised", type(self).__name__)
+            self.log.exception("closed() of %s raised", type(self).__name__)
 
     def _on_pong(self, frame: Frame) -> None:
         self.ponged(PongControlMessage(frame.data))
+
+
+# Closes that are part of normal operation; any other code (1006 no close frame,
+# 1002/1007/1009 bad input, 1011 handler crash ...) is logged at WARNING.
+_ORDINARY_CLOSE_CODES = frozenset(
+    {
+        CloseCode.NORMAL_CLOSURE,
+        CloseCode.GOING_AWAY,
+        CloseCode.NO_STATUS_RCVD,
+        CloseCode.SERVICE_RESTART,
+        CloseCode.TRY_AGAIN_LATER,
+    }
+)
 
 
 def _sockname(sock: Any, method: str) -> Any:

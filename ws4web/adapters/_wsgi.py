@@ -25,6 +25,7 @@ from ..extensions.base import Extension, ServerExtensionFactory
 from ..frames import CloseCode
 from ..handshake import SubprotocolSelector, accept, reject
 from ..http11 import Headers, Request, Response
+from ..logs import ConnectionLog, format_peer, new_id
 from ..protocol import SERVER
 from ..websocket import WebSocket
 
@@ -265,7 +266,7 @@ class WebSocketWSGIApplication:
                 authenticate=self.authenticate,
             )
         except InvalidHandshake as exc:
-            logger.info("upgrade of %s refused: %s", request.path, exc)
+            _peer_log(environ).warning("upgrade of %s refused (HTTP %d): %s", request.path, exc.status, exc)
             return _respond(reject(exc), start_response, hop_by_hop=hook is not None and hook.hop_by_hop)
         if hook is None:
             server = environ.get("SERVER_SOFTWARE", "this WSGI server")
@@ -298,7 +299,7 @@ class WebSocketWSGIApplication:
         try:
             takeover.write(response.serialize())
         except OSError as exc:
-            logger.info("client left before the 101 went out: %s", exc)
+            _peer_log(environ).warning("client left before the 101 went out: %s", exc)
             return
         options = dict(self.handler_options)
         options.setdefault("primitives", takeover.primitives)
@@ -383,3 +384,8 @@ class PathDispatcher:
         body = b"404 Not Found\n"
         start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
         return [body]
+
+
+def _peer_log(environ: dict[str, Any]) -> ConnectionLog:
+    """A log tagged with a fresh id and the client's address, for records before a WebSocket exists."""
+    return ConnectionLog(logger, new_id(), format_peer((environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))))

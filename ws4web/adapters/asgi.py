@@ -52,9 +52,9 @@ Capabilities (what ASGI can carry, and what happens to the rest)
     send_frame / recv_frame (raw frames)   no: ``UnsupportedByASGI``
     ``extensions=`` (permessage-deflate)   no: ``UnsupportedByASGI`` at construction
                                            (the server negotiates compression)
-    ``ping_interval``, ``ping_timeout``,   no: ``UnsupportedByASGI`` at construction
-    ``heartbeat_freq``, ``max_frame_size``,
-    ``reactor``
+    ``ping_interval``, ``ping_timeout``    no: ``UnsupportedByASGI`` at construction
+    ``heartbeat_freq``, ``reactor``        no: ``UnsupportedByASGI`` at construction
+    ``max_frame_size``                     no: ``UnsupportedByASGI`` at construction
     =====================================  =================================================
 
 Shutdown
@@ -84,6 +84,7 @@ from ..exceptions import ConnectionClosed, ConnectionClosedError, InvalidHandsha
 from ..frames import Close, CloseCode, Frame, Opcode
 from ..handshake import SubprotocolSelector, check_request, reject
 from ..http11 import Headers, Request, Response
+from ..logs import ConnectionLog, format_peer, new_id
 from ..messages import BinaryMessage, Data, Message, TextMessage, iter_fragments
 from ..protocol import State
 from ..websocket import WebSocket
@@ -696,7 +697,10 @@ class WebSocketASGIApp:
                     await _off_loop(self.authenticate, request)
                 subprotocol = self._choose_subprotocol(list(scope.get("subprotocols") or ()))
         except InvalidHandshake as exc:
-            logger.info("handshake for %s refused: %s", request.path, exc)
+            peer = format_peer(tuple(scope["client"]) if scope.get("client") else None)
+            ConnectionLog(logger, new_id(), peer).warning(
+                "handshake for %s refused (HTTP %d): %s", request.path, exc.status, exc
+            )
             refusal = reject(exc)
         if refusal is not None:
             await _refuse(scope, send, refusal)

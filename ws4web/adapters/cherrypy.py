@@ -92,6 +92,7 @@ from ..extensions.base import Extension, ServerExtensionFactory
 from ..frames import CloseCode
 from ..handshake import SubprotocolSelector, accept, reject
 from ..http11 import Headers, Request, Response
+from ..logs import ConnectionLog, format_peer, new_id
 from ..protocol import SERVER
 from ..reactor import Reactor, ReactorConnection
 from ..websocket import WebSocket
@@ -180,7 +181,10 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
                 extensions=list(extensions or ()),
             )
         except InvalidHandshake as exc:
-            logger.info("upgrade of %s refused: %s", ws_request.path, exc)
+            peer = format_peer((request.remote.ip, request.remote.port))
+            ConnectionLog(logger, new_id(), peer).warning(
+                "upgrade of %s refused (HTTP %d): %s", ws_request.path, exc.status, exc
+            )
             _set_response(reject(exc))
             request.handler = None  # the refusal is the whole answer
             return

@@ -1,0 +1,170 @@
+"""Logging (ws4web/logs.py): one hierarchy, a connection id and the peer on every record, quiet normal traffic."""
+
+from __future__ import annotations
+
+import logging
+import pkgutil
+import socket
+import time
+
+import pytest
+
+import ws4web
+from ws4web import WebSocket, connect
+from ws4web.logs import ConnectionLog, connection_log, format_peer, new_id
+from ws4web.messages import Message
+
+from .conftest import TIMEOUT, ServerFactory, wait_until, ws_url
+
+pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
+
+
+@pytest.fixture(params=["threads", "reactor"])
+def io(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_ids_are_unique_and_short() -> None:
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(i.startswith("ws") and len(i) < 12 for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("address", "text"),
+    [
+        (("127.0.0.1", 8080), "127.0.0.1:8080"),
+        (("::1", 443, 0, 0), "[::1]:443"),
+        (None, ""),
+        ("/tmp/sock", "/tmp/sock"),
+    ],
+)
+def test_format_peer(address: object, text: str) -> None:
+    assert format_peer(address) == text
+
+
+def test_connection_log_prefixes_and_tags(caplog: pytest.LogCaptureFixture) -> None:
+    log = ConnectionLog(logging.getLogger("ws4web.test"), "ws7", "127.0.0.1:9")
+    with caplog.at_level(logging.DEBUG, logger="ws4web"):
+        log.warning("hello %s", "there", extra={"other": 1})
+        log.child(logging.getLogger("ws4web.other")).info("child")
+    first, second = caplog.records
+    assert first.getMessage() == "[ws7 127.0.0.1:9] hello there"
+    assert (first.ws4web_id, first.ws4web_peer, first.other) == ("ws7", "127.0.0.1:9", 1)  # type: ignore[attr-defined]
+    assert second.name == "ws4web.other" and second.ws4web_id == "ws7"  # type: ignore[attr-defined]
+
+
+def test_connection_log_reads_the_peer_of_a_socket() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+        accepted, addr = listener.accept()
+        with client, accepted:
+            log = connection_log(logging.getLogger("ws4web"), accepted)
+            assert log.peer == f"127.0.0.1:{addr[1]}"
+            assert connection_log(logging.getLogger("ws4web"), object()).peer == ""
+
+
+def test_every_module_logs_under_ws4web() -> None:
+    # Import every module, then check no logger outside the hierarchy was created by us.
+    for info in pkgutil.walk_packages(ws4web.__path__, "ws4web."):
+        if info.name.startswith("ws4web.adapters.") or info.name.startswith("ws4web.pubsub."):
+            continue  # frameworks are optional; their modules use the same getLogger pattern
+        __import__(info.name)
+    ours = [name for name in logging.root.manager.loggerDict if "ws4web" in name]
+    assert ours and all(name == "ws4web" or name.startswith("ws4web.") for name in ours)
+    assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("ws4web").handlers)
+
+
+class Echo(WebSocket):
+    def received_message(self, message: Message) -> None:
+        self.send(message)
+
+
+def test_normal_traffic_is_silent_at_info(
+    make_server: ServerFactory, io: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server(Echo, io=io)
+    with caplog.at_level(logging.DEBUG, logger="ws4web"):
+        with connect(ws_url(server)) as ws:
+            for i in range(20):
+                ws.send(f"message {i}")
+                assert ws.recv(TIMEOUT).data == f"message {i}".encode()
+            ws.send(b"\x00" * 70000)
+            assert len(ws.recv(TIMEOUT).data) == 70000
+        assert wait_until(lambda: not server.websockets)
+    loud = [r for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("ws4web")]
+    assert not loud, [r.getMessage() for r in loud]
+
+
+def test_refused_handshake_warns_with_peer_and_id(
+    make_server: ServerFactory, io: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server(Echo, io=io, origins=["https://good.example"])
+    with caplog.at_level(logging.WARNING, logger="ws4web"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+            sock.sendall(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                b"Origin: https://evil.example\r\n\r\n"
+            )
+            local_port = sock.getsockname()[1]
+            assert sock.recv(100).startswith(b"HTTP/1.1 403")
+        assert wait_until(lambda: any("refused" in r.getMessage() for r in caplog.records))
+    record = next(r for r in caplog.records if "refused" in r.getMessage())
+    assert record.levelno == logging.WARNING
+    assert record.ws4web_peer == f"127.0.0.1:{local_port}"  # type: ignore[attr-defined]
+    assert f"127.0.0.1:{local_port}" in record.getMessage() and "403" in record.getMessage()
+    assert record.ws4web_id.startswith("ws")  # type: ignore[attr-defined]
+
+
+class Recorder(WebSocket):
+    ids: list[str] = []
+
+    def opened(self) -> None:
+        Recorder.ids.append(self.id)
+
+
+def test_abnormal_close_warns_with_the_connections_id(
+    make_server: ServerFactory, io: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    Recorder.ids = []
+    server = make_server(Recorder, io=io)
+    with caplog.at_level(logging.DEBUG, logger="ws4web"):
+        ws = connect(ws_url(server))
+        assert wait_until(lambda: len(Recorder.ids) == 1)
+        local_port = ws.local_address[1]
+        ws.terminate()  # TCP goes away without a close frame: 1006 on the server
+        assert wait_until(lambda: any("abnormally" in r.getMessage() for r in caplog.records))
+        time.sleep(0.05)
+    warnings = [r for r in caplog.records if "abnormally" in r.getMessage()]
+    server_side = [r for r in warnings if r.ws4web_id == Recorder.ids[0]]  # type: ignore[attr-defined]
+    assert len(server_side) == 1
+    record = server_side[0]
+    assert record.levelno == logging.WARNING and "1006" in record.getMessage()
+    assert record.ws4web_peer == f"127.0.0.1:{local_port}"  # type: ignore[attr-defined]
+    # Every record about this connection, whatever module wrote it, carries the same id.
+    tagged = [r for r in caplog.records if getattr(r, "ws4web_peer", None) == f"127.0.0.1:{local_port}"]
+    assert tagged and {r.ws4web_id for r in tagged} <= {Recorder.ids[0], ws.id}  # type: ignore[attr-defined]
+
+
+def test_handler_crash_is_logged_with_the_id(
+    make_server: ServerFactory, io: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Crash(WebSocket):
+        def received_message(self, message: Message) -> None:
+            raise RuntimeError("bug")
+
+    server = make_server(Crash, io=io)
+    with caplog.at_level(logging.WARNING, logger="ws4web"):
+        with connect(ws_url(server)) as ws:
+            ws.send("x")
+            with pytest.raises(ws4web.ConnectionClosedError):
+                ws.recv(TIMEOUT)
+        assert wait_until(lambda: any("abnormally" in r.getMessage() for r in caplog.records))
+    crash = next(r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], RuntimeError))
+    assert wait_until(
+        lambda: any(
+            "abnormally" in r.getMessage() and "1011" in r.getMessage() and r.ws4web_id == crash.ws4web_id  # type: ignore[attr-defined]
+            for r in caplog.records
+        )
+    )
