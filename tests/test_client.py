@@ -7,17 +7,19 @@ import os
 import socket
 import ssl
 import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from ws4web import WebSocket, WebSocketClient, connect
+from ws4web import WebSocket, WebSocketClient, WebSocketServer, connect
 from ws4web.auth import basic_auth
 from ws4web.client import WebSocketURL, parse_url
-from ws4web.exceptions import ConnectionClosedError, InvalidStatus, InvalidURI
+from ws4web.exceptions import ConnectionClosedError, InvalidRedirect, InvalidStatus, InvalidURI
 from ws4web.http11 import Headers, Request, Response
 from ws4web.messages import BinaryMessage, Message, TextMessage
 
 from .conftest import TIMEOUT, EchoHandler, ServerFactory, Worker, ws_url
+from .test_proxy import PROXY_VARIABLES, ConnectProxy
 
 pytestmark = [
     pytest.mark.usefixtures("no_leaks"),
@@ -325,3 +327,195 @@ def test_client_certificate_is_required_and_presented(make_server: ServerFactory
     with connect(url, ssl_context=identified, timeout=TIMEOUT) as ws:
         ws.send("who am I?")
         assert ws.recv(TIMEOUT).data == b"ws4web test client"
+
+
+# -- redirects --------------------------------------------------------------------------------------
+
+
+class SeenRequest(WebSocket):
+    """Sends back the path and the Authorization header its handshake carried."""
+
+    def opened(self) -> None:
+        assert self.request is not None
+        self.send(f"{self.request.path} auth={self.request.headers.get('Authorization')}")
+
+
+def redirecting(statuses: dict[str, tuple[int, str | None]]) -> Callable[[Request], Response | None]:
+    """A process_request hook answering path -> (status, Location or None); other paths upgrade."""
+
+    def process_request(request: Request) -> Response | None:
+        if request.path not in statuses:
+            return None
+        status, location = statuses[request.path]
+        headers = Headers([("Content-Length", "0")] + ([("Location", location)] if location else []))
+        return Response(status, "Redirect", headers)
+
+    return process_request
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirect_to_another_server_is_followed(make_server: ServerFactory, status: int) -> None:
+    target = make_server(SeenRequest)
+    front = make_server(SeenRequest, process_request=redirecting({"/": (status, ws_url(target, "/there?x=1"))}))
+    with connect(ws_url(front), timeout=TIMEOUT) as ws:
+        assert ws.recv(TIMEOUT).data == b"/there?x=1 auth=None"
+
+
+def test_relative_redirect_and_http_scheme_locations(make_server: ServerFactory) -> None:
+    redirects: dict[str, tuple[int, str | None]] = {"/a": (302, "b"), "/b": (307, "/c/../d")}
+    server = make_server(SeenRequest, process_request=redirecting(redirects))
+    redirects["/d"] = (301, f"http://127.0.0.1:{server.port}/e")  # an http:// Location means ws://
+    with connect(ws_url(server, "/a"), timeout=TIMEOUT) as ws:
+        assert ws.recv(TIMEOUT).data == b"/e auth=None"
+
+
+def test_credentials_survive_same_origin_redirects_only(make_server: ServerFactory) -> None:
+    other = make_server(SeenRequest)
+    redirects: dict[str, tuple[int, str | None]] = {"/same": (302, "/kept")}
+    server = make_server(SeenRequest, process_request=redirecting(redirects))
+    redirects["/away"] = (302, f"ws://localhost:{other.port}/dropped")  # another host: another origin
+    url = f"ws://alice:secret@127.0.0.1:{server.port}"
+    expected = basic_auth_header("alice", "secret")
+    with connect(url + "/same", timeout=TIMEOUT) as ws:
+        assert ws.recv(TIMEOUT).data == f"/kept auth={expected}".encode()
+    with connect(url + "/away", headers={"Authorization": "Bearer t"}, timeout=TIMEOUT) as ws:
+        assert ws.recv(TIMEOUT).data == b"/dropped auth=None"
+
+
+def basic_auth_header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_redirect_loops_and_limits(make_server: ServerFactory) -> None:
+    server = make_server(SeenRequest, process_request=redirecting({"/loop": (302, "/loop"), "/one": (301, "/ok")}))
+    with pytest.raises(InvalidRedirect, match="too many redirects") as info:
+        connect(ws_url(server, "/loop"), timeout=TIMEOUT, max_redirects=3)
+    assert info.value.status == 302
+    with pytest.raises(InvalidRedirect, match="too many redirects"):
+        connect(ws_url(server, "/one"), timeout=TIMEOUT, max_redirects=0)
+    with connect(ws_url(server, "/one"), timeout=TIMEOUT, max_redirects=1) as ws:
+        assert ws.recv(TIMEOUT).data == b"/ok auth=None"
+
+
+def test_redirect_without_location_or_to_a_bad_url(make_server: ServerFactory) -> None:
+    server = make_server(
+        SeenRequest, process_request=redirecting({"/none": (302, None), "/ftp": (302, "ftp://127.0.0.1/x")})
+    )
+    with pytest.raises(InvalidRedirect, match="without a Location"):
+        connect(ws_url(server, "/none"), timeout=TIMEOUT)
+    with pytest.raises(InvalidRedirect, match="ftp://"):
+        connect(ws_url(server, "/ftp"), timeout=TIMEOUT)
+
+
+def test_other_statuses_are_not_followed(make_server: ServerFactory) -> None:
+    server = make_server(SeenRequest, process_request=redirecting({"/": (300, "/x"), "/304": (304, "/x")}))
+    for path in ("/", "/304"):
+        with pytest.raises(InvalidStatus) as info:
+            connect(ws_url(server, path), timeout=TIMEOUT)
+        assert not isinstance(info.value, InvalidRedirect)
+
+
+def test_no_redirect_from_wss_to_ws(
+    make_server: ServerFactory, server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
+) -> None:
+    seen: list[str] = []
+
+    def record(request: Request) -> Response | None:
+        seen.append(request.path)
+        return None
+
+    plain = make_server(SeenRequest, process_request=record)
+    secure = make_server(
+        SeenRequest,
+        ssl_context=server_ssl_context,
+        process_request=redirecting({"/": (301, ws_url(plain, "/leak")), "/s": (301, "/ok")}),
+    )
+    with pytest.raises(InvalidRedirect, match="wss://"):
+        connect(ws_url(secure, scheme="wss", host="localhost"), ssl_context=client_ssl_context, timeout=TIMEOUT)
+    assert seen == []  # not a byte went to the insecure URL
+    # wss -> wss (relative) is fine
+    url = ws_url(secure, "/s", scheme="wss", host="localhost")
+    with connect(url, ssl_context=client_ssl_context, timeout=TIMEOUT) as ws:
+        assert ws.recv(TIMEOUT).data == b"/ok auth=None"
+
+
+def test_callback_client_follows_redirects(make_server: ServerFactory) -> None:
+    target = make_server(SeenRequest)
+    front = make_server(SeenRequest, process_request=redirecting({"/": (308, ws_url(target, "/cb"))}))
+    got: list[bytes] = []
+
+    class Collect(WebSocketClient):
+        def received_message(self, message: Message) -> None:
+            got.append(bytes(message.data))
+            self.close()
+
+    client = Collect(ws_url(front), timeout=TIMEOUT)
+    client.connect()
+    Worker(client.run_forever).join()
+    assert got == [b"/cb auth=None"]
+
+
+# -- proxies (the tunnel itself is tested in test_proxy.py) -----------------------------------------
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[ConnectProxy]:
+    """A CONNECT proxy on 127.0.0.1, with this machine's proxy variables cleared."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    started = ConnectProxy()
+    yield started
+    started.close()
+
+
+def test_connect_through_a_proxy_argument(
+    proxy: ConnectProxy, echo_server: WebSocketServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with connect(ws_url(echo_server, "/p"), proxy=proxy.url(), timeout=TIMEOUT) as ws:
+        ws.send("via proxy")
+        assert ws.recv(TIMEOUT).data == b"via proxy"
+    assert [head[0] for head in proxy.heads] == [f"CONNECT 127.0.0.1:{echo_server.port} HTTP/1.1"]
+
+
+def test_connect_takes_the_proxy_from_the_environment(
+    proxy: ConnectProxy, echo_server: WebSocketServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("http_proxy", proxy.url())
+    with connect(ws_url(echo_server), timeout=TIMEOUT) as ws:  # proxy=True: the environment
+        ws.send("env")
+        assert ws.recv(TIMEOUT).data == b"env"
+    assert len(proxy.heads) == 1
+    with connect(ws_url(echo_server), proxy=None, timeout=TIMEOUT) as ws:  # direct
+        ws.send("direct")
+        assert ws.recv(TIMEOUT).data == b"direct"
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with connect(ws_url(echo_server), timeout=TIMEOUT) as ws:  # bypassed by no_proxy
+        ws.send("bypassed")
+        assert ws.recv(TIMEOUT).data == b"bypassed"
+    assert len(proxy.heads) == 1
+
+
+def test_callback_client_and_redirect_through_a_proxy(proxy: ConnectProxy, make_server: ServerFactory) -> None:
+    target = make_server(SeenRequest)
+    front = make_server(SeenRequest, process_request=redirecting({"/": (302, ws_url(target, "/via"))}))
+    got: list[bytes] = []
+
+    class Collect(WebSocketClient):
+        def received_message(self, message: Message) -> None:
+            got.append(bytes(message.data))
+            self.close()
+
+    client = Collect(ws_url(front), proxy=proxy.url(), timeout=TIMEOUT)
+    client.connect()
+    Worker(client.run_forever).join()
+    assert got == [b"/via auth=None"]
+    # Both legs of the redirect went through the proxy.
+    assert [head[0] for head in proxy.heads] == [
+        f"CONNECT 127.0.0.1:{front.port} HTTP/1.1",
+        f"CONNECT 127.0.0.1:{target.port} HTTP/1.1",
+    ]
+
+
+def test_wss_through_an_https_proxy_is_refused_clearly() -> None:
+    with pytest.raises(InvalidURI, match="https:// proxy"):
+        connect("wss://127.0.0.1:9/", proxy="https://127.0.0.1:9", timeout=TIMEOUT)

@@ -13,10 +13,13 @@ from .exceptions import (
     ConnectionClosedOK,
     InvalidHandshake,
     InvalidPayload,
+    InvalidRedirect,
     InvalidStatus,
     InvalidURI,
     PayloadTooBig,
     ProtocolError,
+    ProxyError,
+    SendQueueFull,
     WebSocketError,
 )
 from .frames import Close, CloseCode, Frame, Opcode
@@ -29,6 +32,7 @@ from .messages import (
     TextMessage,
 )
 from .protocol import CLIENT, SERVER, Protocol, Side, State
+from .reconnect import Backoff, ReconnectingClient
 from .server import WebSocketServer, serve
 from .upgrade import accept_socket, connect_socket
 from .websocket import WebSocket
@@ -38,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CLIENT",
     "SERVER",
+    "Backoff",
     "BinaryMessage",
     "Close",
     "CloseCode",
@@ -49,6 +54,7 @@ __all__ = [
     "Frame",
     "InvalidHandshake",
     "InvalidPayload",
+    "InvalidRedirect",
     "InvalidStatus",
     "InvalidURI",
     "Message",
@@ -59,6 +65,9 @@ __all__ = [
     "PongControlMessage",
     "Protocol",
     "ProtocolError",
+    "ProxyError",
+    "ReconnectingClient",
+    "SendQueueFull",
     "Side",
     "State",
     "TextMessage",

@@ -19,8 +19,12 @@
     │   ├── Unauthorized            credentials missing or wrong (401)
     │   ├── Forbidden               refused by an authentication hook (403)
     │   ├── NegotiationError        subprotocol or extension negotiation failed (400)
-    │   └── InvalidStatus           client side: the server answered something but 101
-    └── InvalidURI                  a URL the client cannot connect to
+    │   ├── RequestAnswered         not an error: process_request answered instead of upgrading
+    │   ├── InvalidStatus           client side: the server answered something but 101
+    │   │   └── InvalidRedirect     a redirect the client will not follow (wss→ws, loop, no Location)
+    │   └── ProxyError              client side: the proxy refused or broke the tunnel
+    ├── InvalidURI                  a URL the client cannot connect to
+    └── SendQueueFull               reconnecting client: no room to keep a message while offline
 
 Protocol errors carry the close code they map to in :attr:`ProtocolError.code`; the
 protocol turns them into close frames in exactly one place
@@ -45,6 +49,7 @@ __all__ = [
     "InvalidMethod",
     "InvalidOrigin",
     "InvalidPayload",
+    "InvalidRedirect",
     "InvalidStatus",
     "InvalidURI",
     "InvalidUpgrade",
@@ -52,6 +57,9 @@ __all__ = [
     "NegotiationError",
     "PayloadTooBig",
     "ProtocolError",
+    "ProxyError",
+    "RequestAnswered",
+    "SendQueueFull",
     "Unauthorized",
     "WebSocketError",
 ]
@@ -179,6 +187,11 @@ class NegotiationError(InvalidHandshake):
     """Subprotocol or extension negotiation failed."""
 
 
+class RequestAnswered(InvalidHandshake):
+    """Server side: ``process_request`` answered the request (a redirect, a health
+    check, a refusal of its own) instead of upgrading it. Logged at DEBUG only."""
+
+
 class InvalidStatus(InvalidHandshake):
     """Client side: the server answered with a status other than 101.
 
@@ -186,8 +199,26 @@ class InvalidStatus(InvalidHandshake):
     """
 
 
+class InvalidRedirect(InvalidStatus):
+    """Client side: a redirect that is not followed — too many, from wss:// to an
+    insecure URL, or without a usable ``Location``. ``status``/``headers`` are the
+    redirecting response's."""
+
+
+class ProxyError(InvalidHandshake):
+    """Client side: the proxy refused the tunnel (``status``: 407 when it wants
+    credentials, 403/502 ...) or broke the exchange."""
+
+    status: int = 502  # Bad Gateway: what a failed tunnel amounts to
+
+
 class InvalidURI(WebSocketError):
     """The URL is not a ws:// or wss:// URL the client can connect to."""
+
+
+class SendQueueFull(WebSocketError):
+    """A reconnecting client is offline and its bounded queue of unsent messages is
+    full: this message was NOT sent and will not be (retry later, or drop it)."""
 
 
 def closed_exception(code: int, reason: str, sent_code: int | None) -> ConnectionClosed:

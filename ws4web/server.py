@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .auth import Authenticator
-from .exceptions import InvalidHandshake, InvalidMessage
+from .exceptions import InvalidHandshake, InvalidMessage, RequestAnswered
 from .extensions.base import ServerExtensionFactory
 from .frames import CloseCode
 from .handshake import SubprotocolSelector, reject
@@ -221,7 +221,7 @@ class WebSocketServer:
             websocket = self._make_handler(sock, result, log)
             websocket.run()
         except InvalidHandshake as exc:
-            log.warning("handshake refused (HTTP %d): %s", exc.status, exc)
+            _log_refusal(log, exc)
         except (OSError, ssl.SSLError) as exc:
             log.warning("connection failed during the handshake: %s", exc)
         except Exception:
@@ -242,7 +242,7 @@ class WebSocketServer:
             result = answer_request(sock, request, data, **self.answer_options)
             websocket = self._make_handler(sock, result, log)
         except InvalidHandshake as exc:
-            log.warning("handshake refused (HTTP %d): %s", exc.status, exc)
+            _log_refusal(log, exc)
             sock.close()
             self._release(sock)
             return
@@ -415,6 +415,12 @@ class _Handshake:
 
     def _teardown(self) -> None:  # called by the reactor if _on_io raised
         self._drop()
+
+
+def _log_refusal(log: ConnectionLog, exc: InvalidHandshake) -> None:
+    # An answer from process_request (a redirect, a health check) is normal traffic.
+    level = logging.DEBUG if isinstance(exc, RequestAnswered) else logging.WARNING
+    log.log(level, "handshake refused (HTTP %d): %s", exc.status, exc)
 
 
 def serve(handler_cls: type[WebSocket] = WebSocket, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:

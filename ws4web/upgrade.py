@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from .auth import Authenticator
 from .connection import end_write_side
-from .exceptions import InvalidHandshake, InvalidMessage
+from .exceptions import InvalidHandshake, InvalidMessage, RequestAnswered
 from .extensions.base import ClientExtensionFactory, Extension, ServerExtensionFactory
 from .handshake import SubprotocolSelector, accept, check_response, client_request, generate_key, reject
 from .http11 import MAX_HEADERS, MAX_LINE, Request, Response, parse_request, parse_response
@@ -133,7 +133,7 @@ def answer_request(
     refusal = process_request(request) if process_request is not None else None
     if refusal is not None:
         send_refusal(sock, refusal.serialize())
-        raise InvalidHandshake(f"refused by process_request with {refusal.status}", status=refusal.status)
+        raise RequestAnswered(f"answered by process_request with {refusal.status}", status=refusal.status)
     try:
         accepted = accept(
             request,
