@@ -598,3 +598,17 @@ def test_serialize_extensions_round_trip() -> None:
     assert text == "a; b=1; c, d"
     assert parse_extensions([text]) == offers
     assert serialize_extensions([]) == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("X-A", "b\r\nX-Injected: 1"), ("X-A", "b\nX: 1"), ("X-A", "nul\0"), ("X A", "v"), ("", "v"), ("X-E", "€")],
+)
+def test_client_request_refuses_headers_that_would_not_survive_the_wire(name: str, value: str) -> None:
+    with pytest.raises(ValueError, match="invalid"):
+        client_request("example.com", "/", "dGhlIHNhbXBsZSBub25jZQ==", headers=[(name, value)])
+
+
+def test_client_request_keeps_latin1_and_tabs() -> None:
+    request = client_request("example.com", "/", "dGhlIHNhbXBsZSBub25jZQ==", headers=[("X-Ok", "caf\xe9\tfine")])
+    assert request.headers.get("X-Ok") == "caf\xe9\tfine"

@@ -1,44 +1,374 @@
-"""Command line: an interactive client (like wscat) and the chat demo server.
+"""Command line: an interactive WebSocket client (like wscat) and the chat demo server.
 
-    python -m ws4web ws://127.0.0.1:8080/ws [--header "Name: value"] [--subprotocol P] [--insecure]
+    python -m ws4web URL [--header "Name: value"]... [--subprotocol P]... [--insecure] [--wait S] [--timeout S]
     python -m ws4web serve [--host 127.0.0.1] [--port 8080] [--adapter stdlib|cherrypy|gevent|asgi]
 
-Client: type a line to send it as a text message; incoming messages print as they
-arrive (binary as length and hex); Ctrl-D closes with 1000 and prints the close code.
+Client: each line typed is sent as a text message; incoming messages print on
+their own line as they arrive (``< text``; binary as its length and hex).
+Ctrl-D (end of input) closes with 1000, Ctrl-C or SIGTERM with 1001; either way
+the close code the server answered prints. When the server closes first, its
+code and reason print and the program ends. Messages go to stdout, everything
+else (connected, closed, errors) to stderr, so that ``... --wait 1 < lines > replies``
+works (``--wait``: a server stops sending once it reads our close, so replies to
+the last lines need time to arrive).
+Exit status: 0 when the connection ended with 1000 or 1001, 1 for any other end
+(refused, unreachable, another close code), 2 for a usage error, 130 for Ctrl-C
+before the connection was up.
+
+serve: runs ``examples/chat/<adapter>_app.py`` (from a source checkout) until
+Ctrl-C or SIGTERM, which close every open chat with 1001.
 """
 
 from __future__ import annotations
 
 import argparse
+import http
 import os
+import re
 import runpy
+import signal
 import ssl
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import FrameType, ModuleType
+from typing import TextIO
 
 from . import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI, connect
+from .frames import CloseCode
 from .messages import Message
+from .websocket import WebSocket
 
 ADAPTERS = ("stdlib", "cherrypy", "gevent", "asgi")
+PROMPT = "> "
+#: bytes of a binary message shown in hex; the rest is elided
+PREVIEW = 32
+#: characters of a refusal's body shown
+MAX_BODY = 1000
+#: seconds between two signals to the main thread when the server has closed
+WAKE_INTERVAL = 0.05
+
+# RFC 9110 §5.6.2: a header name is a token, and so is a subprotocol (RFC 6455 §4.1).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 §5.5: a field value is visible characters, spaces, tabs and obs-text (Latin-1);
+# never CR, LF or NUL, which would end the header early or smuggle in another one.
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+# C0 and C1 controls other than tab and newline: a server could move the cursor, retitle
+# the window or hide text with them, so they print escaped.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _show(message: Message) -> str:
-    if message.is_text:
-        return f"< {message.data.decode()}"
+    """One incoming message as the terminal shows it."""
     data = bytes(message.data)
-    preview = data[:32].hex(" ")
-    return f"< [binary, {len(data)} bytes] {preview}{' ...' if len(data) > 32 else ''}"
+    if message.is_text:
+        return "< " + _printable(data.decode("utf-8", "replace"))
+    more = " ..." if len(data) > PREVIEW else ""
+    return f"< [binary, {len(data)} bytes] {data[:PREVIEW].hex(' ')}{more}".rstrip()
+
+
+# -- arguments ---------------------------------------------------------------------------
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not _TOKEN.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"expected 'Name: value', not {text!r}")
+    if not _FIELD_VALUE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"the value of {name} may hold neither control characters nor non-Latin-1")
+    return name, value
+
+
+def _subprotocol(text: str) -> str:
+    if not _TOKEN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"a subprotocol is a token (no spaces, commas, quotes ...), not {text!r}")
+    return text
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        return -1.0
+    return value if value < float("inf") else -1.0  # inf and nan are no durations
+
+
+def _seconds(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
+    return value
+
+
+def _seconds_or_zero(text: str) -> float:
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}")
+    return value
+
+
+# -- signals -----------------------------------------------------------------------------
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm_interrupts() -> Callable[[], None]:
+    """Make SIGTERM a Ctrl-C: without this it kills the process with no close frame sent.
+
+    Frameworks that handle SIGTERM themselves (CherryPy, gevent, uvicorn) replace
+    this handler while they run. Returns what puts the previous handler back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
+
+
+class _Wakeup(Exception):
+    """Raised in the main thread, blocked reading a line, when the server has closed."""
+
+
+# -- the client --------------------------------------------------------------------------
+
+
+class _Console:
+    """The terminal, shared by the main thread (reading lines) and the reader thread.
+
+    One lock keeps lines whole. On a terminal with readline, an incoming line
+    first erases the prompt and the half-typed input, prints, then draws them
+    again below: what the user was typing stays on screen and in readline's buffer.
+    """
+
+    def __init__(self, out: TextIO, err: TextIO, readline: ModuleType | None) -> None:
+        self.out = out
+        self.err = err
+        self.readline = readline
+        self.lock = threading.Lock()
+        #: the main thread is reading a line (or about to): only then may _Wakeup be raised
+        self.waiting = False
+
+    def show(self, text: str, *, status: bool = False, last: bool = False) -> None:
+        """Print ``text`` on its own line: a message on stdout, a ``status`` line on stderr.
+
+        ``last``: no more input will be read, so the prompt is not drawn again.
+        """
+        stream = self.err if status else self.out
+        with self.lock:
+            if self.readline is not None and self.waiting:
+                # "\r" then ECMA-48 EL (erase line) wipes the prompt; redraw it after the text.
+                self.out.write("\r\x1b[K")
+                self.out.flush()
+                stream.write(text + "\n")
+                stream.flush()
+                if not last:
+                    self.out.write(PROMPT + self.readline.get_line_buffer())
+            else:
+                stream.write(text + "\n")
+            stream.flush()
+            self.out.flush()
+
+    def end_input(self, interrupted: bool) -> None:
+        """Leave the input line: after Ctrl-C on a fresh line (what was typed stays
+        visible, as in a shell); after Ctrl-D over the prompt, which readline leaves behind."""
+        with self.lock:
+            if self.readline is not None:
+                self.out.write("\n" if interrupted else "\r\x1b[K")
+            elif interrupted and self.out.isatty():
+                self.out.write("\n")  # the terminal echoed ^C
+            self.out.flush()
+
+    def read_line(self) -> str | None:
+        """The next line of input without its line ending; None at end of input."""
+        if self.readline is not None:
+            try:
+                return input(PROMPT)
+            except EOFError:
+                return None
+        stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
+        if stdin is not None:
+            # Bytes, decoded here: a stray invalid byte in piped input costs a U+FFFD, not the session.
+            raw = stdin.readline()
+            line = raw.decode("utf-8", "replace") if raw else ""
+        else:
+            line = sys.stdin.readline()
+        if not line:
+            return None
+        return line.removesuffix("\n").removesuffix("\r")
+
+
+class _Session:
+    """One connected client: lines from stdin go out, messages come in on a reader thread."""
+
+    def __init__(self, ws: WebSocket, console: _Console, timeout: float, linger: float = 0.0) -> None:
+        self.ws = ws
+        self.console = console
+        self.timeout = timeout
+        self.linger = linger  # seconds to keep printing after the end of input, before closing
+        self.closing = threading.Event()  # we started the closing handshake
+        self.ended = threading.Event()  # the reader saw the connection end
+        self.input_done = threading.Event()  # the main thread reads no more input
+        self._wake: Callable[[], None] | None = None  # interrupts the main thread's read
+        self._wake_lock = threading.Lock()
+        self._exit_to_wake = False  # no way to interrupt the read: end the process instead
+
+    def run(self) -> int:
+        reader = threading.Thread(target=self._read, name="ws4web-cli-reader", daemon=True)
+        restore = self._install_wakeup()
+        try:
+            reader.start()
+            code = CloseCode.NORMAL_CLOSURE
+            end_of_input = False
+            try:
+                self._send_lines()
+                self.console.end_input(interrupted=False)
+                end_of_input = True
+            except KeyboardInterrupt:
+                code = CloseCode.GOING_AWAY  # §7.4.1: the user is leaving
+                self.console.end_input(interrupted=True)
+            except _Wakeup:
+                pass  # the reader has printed how the connection ended, over the prompt
+            finally:
+                self.input_done.set()
+            if end_of_input:
+                try:
+                    # Replies to the last lines may still be on their way: a server
+                    # that reads our close stops sending (§5.5.1), so wait first.
+                    self.ended.wait(self.linger)
+                except KeyboardInterrupt:
+                    code = CloseCode.GOING_AWAY
+            self._close(code)
+            reader.join(self.timeout)
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C: stop waiting for the server's answer
+        finally:
+            if reader.is_alive():
+                self.ws.terminate()
+                reader.join(self.timeout)
+            restore()
+        return 0 if self.ws.close_code in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY) else 1
+
+    def _send_lines(self) -> None:
+        """Send each line read until end of input or the end of the connection."""
+        while True:
+            # `waiting` goes up before `ended` is checked: from then on a wakeup
+            # signal raises _Wakeup, so the end seen after the check still stops the read.
+            self.console.waiting = True
+            try:
+                if self.ended.is_set():
+                    return
+                line = self.console.read_line()
+            except UnicodeDecodeError:
+                self.console.show("! that line is not valid UTF-8; not sent", status=True)
+                continue
+            finally:
+                self.console.waiting = False
+            if line is None:
+                return
+            try:
+                self.ws.send(line)
+            except ConnectionClosed:
+                return
+
+    def _close(self, code: int) -> None:
+        if self.ended.is_set():
+            return
+        self.closing.set()
+        try:
+            self.ws.close(code)
+        except (ConnectionClosed, OSError):
+            pass  # already closing or gone: the reader reports how it ended
+
+    def _read(self) -> None:
+        try:
+            for message in self.ws:
+                self.console.show(_show(message))
+        except ConnectionClosed:
+            pass
+        except Exception as exc:  # pragma: no cover - a bug: report it, still end cleanly
+            self.console.show(f"! reader failed: {exc!r}", status=True)
+            self.ws.terminate()
+        finally:
+            # `ended` first: a main thread not yet back in read_line() then stops before it.
+            self.ended.set()
+            server_first = not self.closing.is_set()
+            self.console.show(self._ending(), status=True, last=server_first)
+            if server_first:
+                self._wake_main()
+
+    def _ending(self) -> str:
+        code, reason = self.ws.close_code, _printable(self.ws.close_reason)
+        text = f"{code} {reason}".rstrip()
+        if code == CloseCode.ABNORMAL_CLOSURE:
+            return f"connection lost: {text} (no close frame)"
+        if self.closing.is_set():
+            return f"closed: {text}"
+        return f"closed by the server: {text}"
+
+    # The main thread blocks in input() / readline(), which no other thread can
+    # interrupt except with a signal; readline then restores the terminal's modes.
+
+    def _install_wakeup(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None  # run from a thread: no signals; the next line read sees `ended`
+        if not hasattr(signal, "SIGUSR1"):  # Windows
+            self._exit_to_wake = True
+            return lambda: None
+        main = threading.get_ident()
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self.console.waiting:
+                raise _Wakeup
+
+        previous = signal.signal(signal.SIGUSR1, handler)
+        self._wake = lambda: signal.pthread_kill(main, signal.SIGUSR1)
+
+        def restore() -> None:
+            with self._wake_lock:  # no signal is sent once the old handler is back
+                self._wake = None
+                signal.signal(signal.SIGUSR1, previous)
+
+        return restore
+
+    def _wake_main(self) -> None:
+        """Get the main thread out of its blocking read: the session is over."""
+        if self._exit_to_wake:
+            self.console.out.flush()
+            self.console.err.flush()
+            os._exit(0 if self.ws.close_code in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY) else 1)
+        # A signal that lands after the main thread's last check for pending signals
+        # but before its read() blocks is handled without interrupting that read: so
+        # signal again until the main thread is out (bounded, should it never come).
+        for _ in range(int(self.timeout / WAKE_INTERVAL) + 1):
+            with self._wake_lock:
+                if self._wake is None or self.input_done.is_set():
+                    return
+                self._wake()
+            if self.input_done.wait(WAKE_INTERVAL):
+                return
+
+
+def _console() -> _Console:
+    readline: ModuleType | None = None
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        try:
+            import readline
+        except ImportError:  # no line editing here: lines print plainly
+            readline = None
+    return _Console(sys.stdout, sys.stderr, readline)
 
 
 def run_client(args: argparse.Namespace) -> int:
-    headers = []
-    for header in args.header:
-        name, sep, value = header.partition(":")
-        if not sep:
-            print(f"--header must look like 'Name: value', not {header!r}", file=sys.stderr)
-            return 2
-        headers.append((name.strip(), value.strip()))
     context = None
     if args.url.startswith("wss:") and args.insecure:
         context = ssl.create_default_context()
@@ -46,49 +376,43 @@ def run_client(args: argparse.Namespace) -> int:
         context.verify_mode = ssl.CERT_NONE
     try:
         ws = connect(
-            args.url, protocols=args.subprotocol, headers=headers, ssl_context=context, timeout=args.timeout
+            args.url,
+            protocols=args.subprotocol,
+            headers=args.header,
+            ssl_context=context,
+            timeout=args.timeout,
+            close_timeout=args.timeout,
         )
+    except InvalidURI as exc:
+        print(f"invalid URL: {exc}", file=sys.stderr)
+        return 2
     except InvalidStatus as exc:
-        print(f"refused: HTTP {exc.status}", file=sys.stderr)
+        try:
+            phrase = http.HTTPStatus(exc.status).phrase
+        except ValueError:
+            phrase = ""
+        print(f"refused: HTTP {exc.status} {phrase}".rstrip(), file=sys.stderr)
+        if type(exc) is not InvalidStatus:  # a subclass says more: a redirect not followed, say
+            print(_printable(str(exc)), file=sys.stderr)
         if exc.body:
-            print(exc.body.decode(errors="replace").rstrip(), file=sys.stderr)
+            print(_printable(exc.body.decode("utf-8", "replace")[:MAX_BODY].rstrip()), file=sys.stderr)
         return 1
-    except (OSError, InvalidHandshake, InvalidURI) as exc:
+    except ssl.SSLCertVerificationError as exc:
+        print(
+            f"cannot connect: TLS certificate verification failed ({exc.verify_message}); --insecure skips the check",
+            file=sys.stderr,
+        )
+        return 1
+    except (OSError, InvalidHandshake) as exc:
         print(f"cannot connect: {exc}", file=sys.stderr)
         return 1
+    console = _console()
     suffix = f" (subprotocol {ws.subprotocol})" if ws.subprotocol else ""
-    print(f"connected to {args.url}{suffix}; Ctrl-D to close", flush=True)
-    done = threading.Event()
+    console.show(f"connected to {args.url}{suffix}; Ctrl-D to close", status=True)
+    return _Session(ws, console, args.timeout, args.wait).run()
 
-    def reader() -> None:
-        try:
-            for message in ws:
-                print(_show(message), flush=True)
-        except ConnectionClosed:
-            pass
-        finally:
-            print(f"closed: {ws.close_code} {ws.close_reason}".rstrip(), flush=True)
-            done.set()
-            # The server closed: stop waiting for input.
-            if not closing.is_set():
-                os._exit(0)
 
-    closing = threading.Event()
-    threading.Thread(target=reader, name="ws4web-cli-reader", daemon=True).start()
-    try:
-        for line in sys.stdin:
-            if done.is_set():
-                break
-            try:
-                ws.send(line.rstrip("\n"))
-            except ConnectionClosed:
-                break
-    except KeyboardInterrupt:
-        pass
-    closing.set()
-    ws.close()
-    done.wait(args.timeout)
-    return 0
+# -- serve -------------------------------------------------------------------------------
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -97,26 +421,79 @@ def run_serve(args: argparse.Namespace) -> int:
     if not os.path.exists(script):
         print(f"the chat demo for {args.adapter} is not here ({script}); run from a source checkout", file=sys.stderr)
         return 1
-    sys.argv = [script, "--host", args.host, "--port", str(args.port)]
-    runpy.run_path(script, run_name="__main__")
+    argv, sys.argv = sys.argv, [script, "--host", args.host, "--port", str(args.port)]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except ModuleNotFoundError as exc:
+        print(f"the {args.adapter} chat demo needs {exc.name!r}: pip install {exc.name}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the port is taken, the host unknown ...
+        print(f"cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass  # Ctrl-C while the app was still starting (importing its framework, say)
+    finally:
+        sys.argv = argv
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["serve"]:
-        parser = argparse.ArgumentParser(prog="python -m ws4web serve", description="Run the chat demo.")
-        parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8080)
-        parser.add_argument("--adapter", choices=ADAPTERS, default="stdlib")
-        return run_serve(parser.parse_args(argv[1:]))
-    parser = argparse.ArgumentParser(prog="python -m ws4web", description="Interactive WebSocket client.")
-    parser.add_argument("url", help="ws:// or wss:// URL")
-    parser.add_argument("--header", "-H", action="append", default=[], help="extra header, 'Name: value'")
-    parser.add_argument("--subprotocol", "-s", action="append", default=[], help="offer this subprotocol")
-    parser.add_argument("--insecure", "-k", action="store_true", help="do not verify the TLS certificate")
-    parser.add_argument("--timeout", type=float, default=10.0)
-    return run_client(parser.parse_args(argv))
+    restore_sigterm = _sigterm_interrupts()
+    try:
+        if argv[:1] == ["serve"]:
+            parser = argparse.ArgumentParser(prog="python -m ws4web serve", description="Run the chat demo.")
+            parser.add_argument("--host", default="127.0.0.1")
+            parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (default: 8080)")
+            parser.add_argument("--adapter", choices=ADAPTERS, default="stdlib")
+            return run_serve(parser.parse_args(argv[1:]))
+        parser = argparse.ArgumentParser(
+            prog="python -m ws4web",
+            description="Interactive WebSocket client: each line typed is sent as a text message.",
+            epilog="'python -m ws4web serve --help': the chat demo server.",
+        )
+        parser.add_argument("url", help="ws:// or wss:// URL")
+        parser.add_argument(
+            "--header",
+            "-H",
+            action="append",
+            default=[],
+            type=_header,
+            metavar="'NAME: VALUE'",
+            help="extra header (repeatable)",
+        )
+        parser.add_argument(
+            "--subprotocol",
+            "-s",
+            action="append",
+            default=[],
+            type=_subprotocol,
+            metavar="P",
+            help="offer it (repeatable)",
+        )
+        parser.add_argument("--insecure", "-k", action="store_true", help="wss: do not verify the certificate")
+        parser.add_argument(
+            "--wait",
+            "-w",
+            type=_seconds_or_zero,
+            default=0.0,
+            metavar="SECONDS",
+            help="after the end of input, go on printing for this long before closing (for piped input)",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=_seconds,
+            default=10.0,
+            metavar="SECONDS",
+            help="for the handshake and the closing one (default: 10)",
+        )
+        return run_client(parser.parse_args(argv))
+    except KeyboardInterrupt:
+        # Ctrl-C before a session was up (during the handshake, say): nothing to close.
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        restore_sigterm()
 
 
 if __name__ == "__main__":

@@ -216,8 +216,19 @@ def client_request(
         offers = [(f.name, f.get_request_params()) for f in extensions]
         request_headers.add("Sec-WebSocket-Extensions", serialize_extensions(offers))
     for name, value in headers:
+        _check_header(name, value)
         request_headers.add(name, value)
     return Request("GET", path, request_headers)
+
+
+def _check_header(name: str, value: str) -> None:
+    """Refuse a header that would not survive the wire as given (RFC 9110 §5.1, §5.5):
+    a CR or LF in it would smuggle in another header; other characters could not
+    be encoded."""
+    if not re.fullmatch(_EXT_TOKEN, name):
+        raise ValueError(f"invalid header name {name!r}")
+    if any(c in value for c in "\r\n\0") or not all(c == "\t" or " " <= c <= "\xff" for c in value):
+        raise ValueError(f"invalid value for header {name}: {value!r}")
 
 
 def check_response(

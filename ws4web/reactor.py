@@ -17,6 +17,8 @@ import functools
 import heapq
 import itertools
 import logging
+import os
+import select
 import selectors
 import socket
 import ssl
@@ -59,9 +61,46 @@ class Timer:
 class Reactor:
     """A selector loop in one thread, plus the worker pool its handlers run on."""
 
-    def __init__(self, max_workers: int = 64, recv_size: int = 262144, name: str = "ws4web-reactor") -> None:
+    def __init__(
+        self,
+        max_workers: int = 64,
+        recv_size: int = 262144,
+        name: str = "ws4web-reactor",
+        *,
+        inline: bool = True,
+        handler_budget: float = 0.005,
+        follow: float = 0.001,
+    ) -> None:
         self.pool = WorkerPool(max_workers)
         self.name = name
+        #: Run handlers in the loop thread itself, as an event loop does: no thread
+        #: hand-off per message. A handler that runs longer than ``handler_budget``
+        #: seconds (it blocks, or computes) does not hold the other connections up:
+        #: a watchdog hands the loop to a new thread, and the old one finishes that
+        #: handler as an ordinary worker (see :meth:`run_inline`).
+        self.inline = inline and max_workers > 0
+        self.handler_budget = handler_budget
+        #: Without ``inline``: seconds a worker that just ran a connection's handler
+        #: keeps reading that connection itself before handing it back to the loop
+        #: (0: never), so a quick reply needs no loop -> worker hand-off.
+        self.follow = follow if max_workers > 0 and not self.inline else 0.0
+        #: At most this many workers follow at once. Under the GIL, more followers
+        #: than cores add no parallelism — only threads waking to wait their turn.
+        self.max_followers = max(2, 2 * (os.cpu_count() or 1))
+        self.followers = 0
+        self._followers_lock = threading.Lock()
+        # Loop ownership: the thread whose ident is _ident runs the loop; a promotion
+        # bumps _generation, and a thread that sees a newer generation stops.
+        self._generation = 0
+        self._leader_lock = threading.Lock()
+        self._inline_since: float | None = None
+        self._watchdog: threading.Thread | None = None
+        self._watchdog_wake = threading.Event()
+        self._watchdog_resting = False
+        #: threads demoted while running a slow handler, still running it
+        self.demoted = 0
+        #: how many times the loop moved to a new thread (a measure of slow handlers)
+        self.promotions = 0
         self._selector = selectors.DefaultSelector()
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
@@ -92,8 +131,13 @@ class Reactor:
         """Stop the loop; connections still open are dropped."""
         self._stopping = True
         self._wake()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        self._watchdog_wake.set()
+        with self._leader_lock:
+            thread = self._thread  # the current leader (promotions replace it)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        if self._watchdog is not None:
+            self._watchdog.join(timeout)
         for connection in list(self.connections):
             connection._teardown()
         self.pool.shutdown(timeout)
@@ -104,6 +148,88 @@ class Reactor:
     @property
     def in_loop(self) -> bool:
         return threading.get_ident() == self._ident
+
+    def count_follower(self, delta: int) -> None:
+        with self._followers_lock:
+            self.followers += delta
+
+    # -- handlers in the loop thread --------------------------------------------------------
+
+    def run_inline(self, drain: Callable[[], Any]) -> None:
+        """Loop thread: run ``drain`` (a lane's tasks) right here.
+
+        The watchdog may promote a new loop thread while ``drain`` runs; this
+        thread then carries on as a worker (``in_loop`` turns False for it, and
+        :meth:`_run` returns as soon as the handler is done).
+        """
+        if self._watchdog is None:
+            self._start_watchdog()
+        elif self._watchdog_resting:
+            self._watchdog_wake.set()
+        self._inline_since = _monotonic()
+        try:
+            drain()
+        finally:
+            with self._leader_lock:
+                self._inline_since = None
+
+    def leave_loop(self) -> None:
+        """Loop thread, inside a handler that must block (waiting for the peer to
+        read, say): hand the loop to a new thread now instead of stalling it."""
+        with self._leader_lock:
+            if self.in_loop and not self._stopping:
+                self._promote()
+
+    def _promote(self) -> None:
+        """Start a new loop thread; the current one becomes a worker (leader lock held)."""
+        self._generation += 1
+        self._ident = None  # nobody is "in the loop" until the new thread runs
+        self._inline_since = None
+        self.demoted += 1
+        self.promotions += 1
+        thread = threading.Thread(target=self._run, name=f"{self.name}-{self.promotions}", daemon=True)
+        self._thread = thread
+        thread.start()
+
+    def _start_watchdog(self) -> None:
+        self._watchdog = threading.Thread(target=self._watch, name=f"{self.name}-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        """Promote a new loop thread when a handler runs inline past its budget.
+
+        Polls instead of being told about each handler (that would cost a wake-up
+        per message): every ``budget / 2`` while handlers run, and it rests
+        (``run_inline`` wakes it) after a quiet second.
+        """
+        budget = self.handler_budget
+        quiet = 0
+        while not self._stopping:
+            if quiet > int(1.0 / (budget / 2)):
+                self._watchdog_resting = True
+                self._watchdog_wake.wait()
+                self._watchdog_wake.clear()
+                self._watchdog_resting = False
+                quiet = 0
+            else:
+                self._watchdog_wake.wait(budget / 2)
+            since = self._inline_since
+            if since is None:
+                quiet += 1
+                continue
+            quiet = 0
+            if _monotonic() - since > budget:
+                with self._leader_lock:
+                    # Under the lock: the loop thread cannot leave run_inline (and go
+                    # back to the loop) while we hand the loop to another thread.
+                    stuck = self._inline_since
+                    if (
+                        stuck is not None
+                        and stuck == since
+                        and not self._stopping
+                        and self.demoted < self.pool.max_workers
+                    ):
+                        self._promote()
 
     # -- scheduling -------------------------------------------------------------------
 
@@ -142,7 +268,17 @@ class Reactor:
     # -- the loop --------------------------------------------------------------------------
 
     def _run(self) -> None:
-        self._ident = threading.get_ident()
+        with self._leader_lock:
+            self._ident = threading.get_ident()
+            generation = self._generation
+        try:
+            self._loop(generation)
+        finally:
+            if self._generation != generation:
+                with self._leader_lock:
+                    self.demoted -= 1
+
+    def _loop(self, generation: int) -> None:
         selector = self._selector
         calls = self._calls
         timers = self._timers
@@ -166,13 +302,19 @@ class Reactor:
                 except Exception:  # one broken connection must not stop the loop
                     getattr(handler, "log", logger).exception("I/O handler %r failed", handler)
                     handler._teardown()
+                if self._generation != generation:
+                    return  # a slow handler ran here: another thread has the loop now
             now = _monotonic()
             while timers and timers[0][0] <= now:
                 timer = heapq.heappop(timers)[2]
                 if not timer.cancelled:
                     self._call(timer.callback)
+                    if self._generation != generation:
+                        return
             for _ in range(len(calls)):
                 self._call(calls.popleft())
+                if self._generation != generation:
+                    return
 
     @staticmethod
     def _call(callback: Callable[[], Any]) -> None:
@@ -193,6 +335,17 @@ class Reactor:
 
 
 _monotonic = time.monotonic
+
+# Per worker thread: a receive buffer for following connections.
+_local = threading.local()
+
+
+def _recv_buffer() -> bytearray:
+    try:
+        buffer: bytearray = _local.buffer
+    except AttributeError:
+        buffer = _local.buffer = bytearray(65536)
+    return buffer
 
 _default: Reactor | None = None
 _default_lock = threading.Lock()
@@ -257,6 +410,11 @@ class ReactorConnection(Sender):
         self._pings: dict[bytes, Any] = {}
         self._lane = Lane(reactor.pool)
         self._lane.on_drained = self._lane_drained
+        self._poller: Any = None  # select.poll, created the first time a worker follows
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._follow_ms = reactor.follow * 1000.0
+        if reactor.follow > 0:
+            self._lane.follow = self._follow
         self._handler: Any = None
         self._handler_failed = False
         self._close_timer: Timer | None = None
@@ -314,7 +472,10 @@ class ReactorConnection(Sender):
         self._registered = True
         self._update_events()
         self._dispatch(events)
-        self._check_closed()
+        if self.reactor.in_loop:
+            self._check_closed()
+        else:  # a slow handler ran inline: the loop is another thread's now
+            self.reactor.call_soon(self._check_closed)
 
     # -- sending (any thread) ------------------------------------------------------------------
 
@@ -422,6 +583,14 @@ class ReactorConnection(Sender):
     def _wait_drained(self) -> None:
         # A handler that sends faster than the peer reads waits here instead of
         # growing the buffer without bound; the loop thread itself never waits.
+        if self._out_size > self.max_send_buffer and self.reactor.in_loop and self.reactor.inline:
+            # An inline handler must wait for the peer to read: give the loop to
+            # another thread first, then wait here like any worker.
+            self._lock.release()
+            try:
+                self.reactor.leave_loop()
+            finally:
+                self._lock.acquire()
         while self._out_size > self.max_send_buffer and not self._torn_down and not self.reactor.in_loop:
             if self._drained is None:
                 self._drained = threading.Condition(self._lock)
@@ -451,7 +620,7 @@ class ReactorConnection(Sender):
         if self._torn_down or not self._registered:
             return
         # No lock: callers may hold it, and a stale read only costs one more wakeup.
-        events = (0 if self._paused else _READ) | (_WRITE if self._out else 0)
+        events = (0 if self._paused or self._lane.following else _READ) | (_WRITE if self._out else 0)
         if events == self._events:
             return
         if self._events == 0:
@@ -484,35 +653,133 @@ class ReactorConnection(Sender):
                 events = self.protocol.events_received()
                 self._flush()
             self._dispatch(events)
-            if not data or not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            if not self.reactor.in_loop:
+                # A slow handler ran inline and the loop moved to another thread:
+                # this one must not read again (nor touch the shared buffer).
+                self.reactor.call_soon(self._check_closed)
+                return
+            if not data or self._lane.following or not (self._tls and sock.pending()):
                 break
+        if self._lane.following:
+            self._update_events()  # the worker reads now; the loop must not
         self._check_closed()
 
     def _dispatch(self, frames: list[Frame]) -> None:
         lane = self._lane
+        reactor = self.reactor
+        tasks: list[Callable[[], Any]] = []
+        # Assemble the whole batch first: a handler run inline below may outlast the
+        # loop's budget, and then the next read happens in another thread.
         for frame in frames:
             if frame.opcode < 8:
                 message = self._assembler.feed(frame)
                 if message is not None:
-                    lane.submit(_Deliver(self, message))
+                    tasks.append(_Deliver(self, message))
             elif frame.opcode is Opcode.PONG:
                 self._resolve_pings(frame.data)
                 if self.on_pong is not None:
-                    lane.submit(functools.partial(self._run_callback, self.on_pong, frame))
+                    tasks.append(functools.partial(self._run_callback, self.on_pong, frame))
             elif frame.opcode is Opcode.PING and self.on_ping is not None:
-                lane.submit(functools.partial(self._run_callback, self.on_ping, frame))
-        if (lane.backlog > self.max_queue or self._out_size > self.max_send_buffer) and not self._paused:
+                tasks.append(functools.partial(self._run_callback, self.on_ping, frame))
+        if tasks:
+            # In the loop with inline handlers on, an idle lane runs right here.
+            lane.submit_all(tasks, reactor.run_inline if reactor.inline and reactor.in_loop else None)
+        if (
+            frames
+            and lane.follow is not None
+            and not self._paused
+            and self.protocol.state is State.OPEN
+            and self.reactor.in_loop
+            and self.reactor.followers < self.reactor.max_followers
+            and not self.reactor.pool.saturated
+            and lane.hand_over()
+        ):
+            self.reactor.count_follower(+1)
+        if (
+            (lane.backlog > self.max_queue or self._out_size > self.max_send_buffer)
+            and not self._paused
+            and self.reactor.in_loop
+        ):
             # Stop reading: TCP flow control pushes back on the peer. Either the
             # handler lags, or the peer sends (pings, say) but does not read our
             # answers, which would otherwise pile up here without bound.
             self._paused = True
             self._update_events()
         if self.protocol.close_expected():
-            self._arm_close_timer()
+            if self.reactor.in_loop:
+                self._arm_close_timer()
+            else:
+                self.reactor.call_soon(self._arm_close_timer)
 
     def _lane_drained(self) -> None:
         if self._paused:
             self.reactor.call_soon(self._resume)
+
+    def _follow(self) -> bool:
+        """Worker thread, lane drained: read our socket directly for a short while.
+
+        True when a read produced work for the lane (it keeps draining and comes
+        back here); False once the socket is handed back to the loop. The loop does
+        not read meanwhile (no READ interest while ``lane.following``), so exactly
+        one thread reads at a time and bytes stay in order.
+        """
+        lane = self._lane
+        sock = self.sock
+        if self._torn_down or self.protocol.state is not State.OPEN or self.reactor.pool.saturated:
+            return self._unfollow()
+        if not (self._tls and sock.pending()):
+            poller = self._poller
+            if poller is None:
+                # Kept while the connection lives: registering once is cheaper than
+                # per wait. Never read through the raw fd (it could be reused after
+                # a close); the socket object is what we read from.
+                fd = sock.fileno()
+                if fd < 0:
+                    return self._unfollow()
+                poller = self._poller = select.poll()
+                poller.register(fd, select.POLLIN)
+            if not poller.poll(self._follow_ms):
+                return self._unfollow()
+        buffer = _recv_buffer()
+        try:
+            n = sock.recv_into(buffer)
+        except _RETRY:
+            return True  # spurious wake-up (TLS record not complete): poll again
+        except (OSError, ValueError):
+            n = 0  # reset, or torn down by the loop meanwhile
+        with self._lock:
+            if self._torn_down:
+                return self._unfollow()
+            if n:
+                self.protocol.receive_data(memoryview(buffer)[:n])
+            else:
+                self.protocol.receive_eof()
+            events = self.protocol.events_received()
+            self._flush()
+        self._dispatch(events)
+        if self._out_size > self.max_send_buffer:
+            # The peer does not read what we send: let the loop pause reading.
+            return self._unfollow()
+        if not n or self.protocol.state is not State.OPEN:
+            # Closing: the loop owns timers and teardown.
+            lane.stop_following()
+            self.reactor.count_follower(-1)
+            self.reactor.call_soon(self._after_follow)
+            return True
+        return True
+
+    def _unfollow(self) -> bool:
+        more = self._lane.stop_following()
+        self.reactor.count_follower(-1)
+        self.reactor.call_soon(self._after_follow)
+        return more
+
+    def _after_follow(self) -> None:
+        """Loop thread: take the socket back (or finish closing)."""
+        if self.protocol.close_expected():
+            self._arm_close_timer()
+        self._update_events()
+        self._check_closed()
 
     def _resume(self) -> None:
         if self._paused and self._lane.backlog <= self.max_queue // 2 and self._out_size <= self.max_send_buffer:
@@ -559,6 +826,7 @@ class ReactorConnection(Sender):
         if self._events:
             self.reactor.unregister(self.sock)
             self._events = 0
+        self._poller = None
         try:
             self.sock.close()
         except OSError:
@@ -572,7 +840,8 @@ class ReactorConnection(Sender):
             self.reactor._call(self.on_teardown)
         handler = self._handler
         if handler is not None:
-            self._lane.submit(handler._fire_closed)
+            reactor = self.reactor
+            self._lane.submit(handler._fire_closed, reactor.run_inline if reactor.inline and reactor.in_loop else None)
 
 
 class _Deliver:

@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["Lane", "WorkerPool"]
@@ -45,6 +45,11 @@ class WorkerPool:
     @property
     def size(self) -> int:
         return self._workers
+
+    @property
+    def saturated(self) -> bool:
+        """No idle worker and no room for another: a task submitted now would wait."""
+        return self._idle == 0 and self._workers >= self.max_workers
 
     def submit(self, task: Task) -> None:
         if self.max_workers == 0:  # inline: run in the caller's thread (the I/O loop)
@@ -95,9 +100,17 @@ class WorkerPool:
 
 
 class Lane:
-    """Runs one connection's tasks on a pool, one at a time, in submission order."""
+    """Runs one connection's tasks on a pool, one at a time, in submission order.
 
-    __slots__ = ("_lock", "_pool", "_running", "_tasks", "on_drained")
+    A lane may also *follow* its connection (see :mod:`ws4web.reactor`): while
+    ``following`` is set, the worker that drained the lane calls ``follow()``
+    instead of going idle — it reads the socket itself, so a quick reply from
+    the peer needs no hand-off from the I/O loop. ``follow()`` returns True when
+    it queued more tasks; it clears ``following`` (with :meth:`stop_following`)
+    before it gives the socket back.
+    """
+
+    __slots__ = ("_lock", "_pool", "_running", "_tasks", "follow", "following", "on_drained")
 
     def __init__(self, pool: WorkerPool) -> None:
         self._pool = pool
@@ -106,33 +119,82 @@ class Lane:
         self._lock = threading.Lock()
         #: called (in the worker) when the backlog empties; used for read flow control
         self.on_drained: Callable[[], None] | None = None
+        #: called (in the worker) when the backlog empties while ``following``
+        self.follow: Callable[[], bool] | None = None
+        self.following = False
 
     @property
     def backlog(self) -> int:
         tasks = self._tasks
         return len(tasks) if tasks else 0
 
-    def submit(self, task: Task) -> None:
+    @property
+    def pool(self) -> WorkerPool:
+        return self._pool
+
+    def submit(self, task: Task, runner: Callable[[Task], Any] | None = None) -> None:
+        """Queue ``task``; if the lane was idle, start draining it with ``runner``
+        (e.g. the reactor's :meth:`~ws4web.reactor.Reactor.run_inline`), else on the pool."""
+        self.submit_all((task,), runner)
+
+    def submit_all(self, tasks: Iterable[Task], runner: Callable[[Task], Any] | None = None) -> None:
+        """Queue several tasks at once, in order, before any of them runs: a drain
+        started here cannot let tasks queued later by another thread overtake them."""
         with self._lock:
             if self._tasks is None:
                 self._tasks = deque()
-            self._tasks.append(task)
-            if self._running:
+            self._tasks.extend(tasks)
+            if self._running or not self._tasks:
                 return
             self._running = True
-        self._pool.submit(self._drain)
+        if runner is None:
+            self._pool.submit(self._drain)
+        else:
+            runner(self._drain)
+
+    def hand_over(self) -> bool:
+        """Ask the lane to follow its connection; True if it will (it is running,
+        so a worker will reach ``follow()`` when the backlog empties)."""
+        with self._lock:
+            if self._running and self.follow is not None:
+                self.following = True
+            return self.following
+
+    def stop_following(self) -> bool:
+        """Called by ``follow()`` before it gives the socket back; True if tasks
+        arrived meanwhile (the drain goes on)."""
+        with self._lock:
+            self.following = False
+            return bool(self._tasks)
 
     def _drain(self) -> None:
         # Run a bounded batch, then yield the worker so one busy lane cannot starve
         # the others queued behind it.
-        for _ in range(64):
+        budget = 64
+        while budget:
             with self._lock:
                 tasks = self._tasks
                 if not tasks:
-                    self._running = False
-                    self._tasks = None
+                    if not self.following:
+                        self._running = False
+                        self._tasks = None
+                        break
+                    task = None
+                else:
+                    task = tasks.popleft()
+            if task is None:
+                # Following: the decision to stay running was taken under the lock
+                # above, so the loop's hand_over() and this worker agree.
+                follow = self.follow
+                if follow is None or not follow():
+                    with self._lock:
+                        if self._tasks or self.following:
+                            continue
+                        self._running = False
+                        self._tasks = None
                     break
-                task = tasks.popleft()
+                continue
+            budget -= 1
             try:
                 task()
             except Exception:

@@ -52,7 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     server = make_server(args.host, args.port)
-    print(f"ws4web chat on http://{args.host}:{server.port}/  (Ctrl-C to stop)", flush=True)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"ws4web chat on http://{host}:{server.port}/  (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
