@@ -1,14 +1,28 @@
-"""Many connections on few threads: one selector loop, handlers on a worker pool.
+"""Many connections on few threads: one selector loop that runs the handlers itself.
 
 The :class:`Reactor` thread owns every socket: it reads whatever is available into
 one shared buffer, feeds each connection's sans-I/O protocol, writes pending
-bytes without blocking, and runs timers (close timeouts, keepalive). Handler
-callbacks run on a :class:`~ws4web.workers.WorkerPool`, one :class:`Lane` per
-connection, so each connection sees its messages in order and a slow handler
-delays only its own connection. Outgoing bytes are bounded per connection: a
-sender waits while more than ``max_send_buffer`` bytes are queued. Incoming
-messages are bounded too: reading stops while a handler lags ``max_queue``
-messages behind, so TCP pushes back on the peer.
+bytes without blocking, and runs timers (close timeouts, keepalive).
+
+Handler callbacks run *inline*, in the loop thread, as in an event loop: no
+thread hand-off per message, which is what a thread pool costs. Handlers are
+ordinary blocking code, though, so a watchdog watches the clock: when one runs
+past ``handler_budget`` (5 ms) — it blocks on I/O, sleeps, computes — the loop is
+handed to a fresh thread and the slow handler finishes in the old one, as a
+worker. A handler that must wait for its peer to read (its send buffer is full)
+hands the loop over at once. Either way a slow handler delays only its own
+connection. Each connection's callbacks run through a :class:`~ws4web.workers.Lane`,
+one at a time and in order, whichever thread runs them.
+
+With ``inline=False`` the callbacks run on a :class:`~ws4web.workers.WorkerPool`
+instead, and the worker that ran a handler may *follow* the connection — read
+its next message itself for ``follow`` seconds — so that request/response
+traffic needs no loop-to-worker hand-off either.
+
+Outgoing bytes are bounded per connection: a sender waits while more than
+``max_send_buffer`` bytes are queued. Incoming messages are bounded too: reading
+stops while a handler lags ``max_queue`` messages behind, so TCP pushes back on
+the peer.
 """
 
 from __future__ import annotations

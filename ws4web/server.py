@@ -3,12 +3,13 @@
 Two ways to run the connections, same handlers:
 
 * ``io="reactor"`` (the default): one selector thread owns every socket, does the
-  TLS and HTTP handshakes without blocking, and runs handler callbacks on a small
-  elastic worker pool (:mod:`ws4web.reactor`). Thousands of idle connections cost
-  no threads.
-  ``max_workers=0`` runs the callbacks in the loop thread itself: no thread
-  handoff per message (the lowest latency), for handlers that never block — one
-  that does stalls every connection, as in asyncio.
+  TLS and HTTP handshakes without blocking, and runs handler callbacks itself, with
+  no thread hand-off per message; a callback that overruns its budget (5 ms: it
+  blocks, sleeps) gets the loop handed to another thread, so it delays only its
+  own connection (:mod:`ws4web.reactor`). At most ``max_workers`` such slow
+  callbacks hold a thread at once. Thousands of idle connections cost no threads.
+  ``max_workers=0`` runs every callback in the loop thread with no watchdog, for
+  handlers that never block — one that does stalls every connection, as in asyncio.
 * ``io="threads"``: a thread per connection running :meth:`WebSocket.run`; handlers
   may use the pull style (``recv()``) and block as they like.
 
