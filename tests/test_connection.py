@@ -12,20 +12,25 @@ from collections.abc import Iterator
 
 import pytest
 
+from ws4web import CLIENT, connect
 from ws4web.connection import Connection
 from ws4web.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from ws4web.frames import Frame, Opcode
 from ws4web.messages import BinaryMessage, Message, TextMessage
-from ws4web.protocol import State
+from ws4web.protocol import Protocol, State
 
 from .conftest import (
     TIMEOUT,
+    EchoHandler,
     RawPeer,
+    ServerFactory,
     Worker,
     client_connection,
     close_payload,
     encode_frame,
     server_connection,
+    wait_until,
+    ws_url,
 )
 
 pytestmark = [
@@ -583,3 +588,32 @@ def test_connection_logs_nothing_on_a_clean_exchange(
         client.close()
         assert isinstance(reader.raised(), ConnectionClosedOK)
     assert not caplog.records
+
+
+def test_ping_wait_reads_by_itself_in_pull_style(make_server: ServerFactory) -> None:
+    """Nobody calls recv(): waiting for the pong reads the socket, and keeps the messages."""
+    server = make_server(EchoHandler)
+    with connect(ws_url(server), timeout=TIMEOUT) as ws:
+        ws.send("before the ping")
+        waiter = ws.ping(b"p1")
+        assert waiter.wait(TIMEOUT)
+        assert waiter.latency is not None and waiter.latency >= 0
+        assert ws.recv(TIMEOUT).data == b"before the ping"  # not lost while waiting
+
+
+def test_ping_wait_leaves_reading_to_the_reader(make_server: ServerFactory) -> None:
+    server = make_server(EchoHandler)
+    with connect(ws_url(server), timeout=TIMEOUT) as ws:
+        got: list[bytes] = []
+        reader = Worker(lambda: got.append(bytes(ws.recv(TIMEOUT).data)))
+        assert wait_until(ws.connection._recv_lock.locked)
+        assert ws.ping(b"p2").wait(TIMEOUT)  # resolved by the reading thread
+        ws.send("x")
+        reader.join()
+        assert got == [b"x"]
+
+
+def test_ping_wait_times_out_without_a_pong(sock_pair: tuple[socket.socket, socket.socket]) -> None:
+    a, _b = sock_pair  # the peer never answers
+    connection = Connection(a, Protocol(CLIENT), close_timeout=0.1)
+    assert not connection.ping(b"p3").wait(0.05)

@@ -254,13 +254,15 @@ def _without_credentials(
 class WebSocketClient(WebSocket):
     """The callback-style client, as ws4py had it::
 
-    class Echo(WebSocketClient):
-        def received_message(self, message):
-            self.send(message)
+        class Echo(WebSocketClient):
+            def received_message(self, message):
+                self.send(message)
 
-    ws = Echo("ws://127.0.0.1:9000/")
-    ws.connect()
-    ws.run_forever()
+        ws = Echo("ws://127.0.0.1:9000/")
+        ws.connect()
+        ws.run_forever()
+
+    ``connect()`` follows redirects and uses a proxy exactly as :func:`connect` does.
     """
 
     def __init__(

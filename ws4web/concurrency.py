@@ -70,4 +70,5 @@ class Primitives:
         self.monotonic = monotonic
 
 
+#: The default: threading's locks and events, a daemon thread per spawn, poll() for readiness.
 THREADING = Primitives(threading.Lock, threading.Event, _spawn_thread, _wait_readable)

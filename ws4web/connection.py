@@ -37,18 +37,27 @@ _JOIN_LIMIT = 65536
 class PingWaiter:
     """Returned by :meth:`Connection.ping`: wait on it for the pong, read the latency."""
 
-    __slots__ = ("_clock", "_event", "latency", "payload", "sent_at")
+    __slots__ = ("_clock", "_event", "_pump", "latency", "payload", "sent_at")
 
     def __init__(self, payload: bytes, event: EventLike, clock: Any) -> None:
         self.payload = payload
         self._event = event
         self._clock = clock
+        #: the driver's way to read while waiting, where nobody else may be reading
+        self._pump: Any = None
         self.sent_at: float = clock()
         #: Seconds between the ping and its pong, once the pong arrived.
         self.latency: float | None = None
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the pong arrives (True) or the timeout passes (False)."""
+        """Block until the pong arrives (True) or the timeout passes (False).
+
+        In pull style nothing may be reading the socket: then this reads it
+        (keeping the messages that arrive for ``recv()``) until the pong comes.
+        """
+        if self._pump is not None and not self._event.is_set():
+            result: bool = self._pump(self, timeout)
+            return result
         return self._event.wait(timeout)
 
     def _resolve(self) -> None:
@@ -292,6 +301,36 @@ class Connection(Sender):
                     return
 
         self.primitives.spawn(keepalive)
+
+    def ping(self, data: bytes | None = None) -> PingWaiter:
+        waiter = super().ping(data)
+        waiter._pump = self._wait_for_pong
+        return waiter
+
+    def _wait_for_pong(self, waiter: PingWaiter, timeout: float | None) -> bool:
+        """PingWaiter.wait(): read until its pong arrives, unless another thread reads."""
+        if not self._recv_lock.acquire(blocking=False):
+            return waiter._event.wait(timeout)  # the reader resolves it
+        try:
+            deadline = None if timeout is None else self.primitives.monotonic() + timeout
+            scanned = 0
+            while True:
+                # Resolve pongs already queued; the frames stay for recv(), which
+                # still calls the pong hooks in order.
+                frames = list(self._frames)
+                for frame in frames[scanned:]:
+                    if frame.opcode is Opcode.PONG:
+                        self._resolve_pings(frame.data)
+                scanned = len(frames)
+                if waiter._event.is_set() or self._closed.is_set():
+                    break
+                try:
+                    self._receive(deadline)
+                except TimeoutError:
+                    break
+        finally:
+            self._recv_lock.release()
+        return waiter._event.is_set()
 
     def abort(self) -> None:
         """Drop the TCP connection now, without a closing handshake."""

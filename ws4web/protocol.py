@@ -43,7 +43,9 @@ class Side(enum.Enum):
     CLIENT = "client"
 
 
+#: Shorthand for :attr:`Side.SERVER`.
 SERVER = Side.SERVER
+#: Shorthand for :attr:`Side.CLIENT`.
 CLIENT = Side.CLIENT
 
 

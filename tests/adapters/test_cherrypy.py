@@ -20,6 +20,7 @@ cherrypy = pytest.importorskip("cherrypy")
 
 from ws4web import WebSocket, connect  # noqa: E402
 from ws4web.adapters import cherrypy as adapter  # noqa: E402
+from ws4web.auth import basic_auth  # noqa: E402
 from ws4web.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus  # noqa: E402
 from ws4web.frames import Frame, Opcode  # noqa: E402
 from ws4web.handshake import accept_key, check_response  # noqa: E402
@@ -132,6 +133,13 @@ class Root:
     @cherrypy.tools.websocket(handler_cls=Echo)
     def refuse(self) -> None:
         raise cherrypy.HTTPError(403, "not you")
+
+    @cherrypy.expose
+    @cherrypy.tools.websocket(
+        handler_cls=Echo, origins=["https://good.example"], authenticate=basic_auth({"alice": "secret"})
+    )
+    def guarded(self) -> None:
+        pass
 
 
 CONFIG = {
@@ -391,6 +399,29 @@ def test_bad_version_through_the_client(server: tuple[int, Any]) -> None:
     with pytest.raises(InvalidStatus) as info:
         connect(ws_url(port, "/echo"), headers=[("Sec-WebSocket-Version", "8")], timeout=TIMEOUT)
     assert info.value.status == 426
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ([("Origin", "https://evil.example")], 403),
+        ([("Origin", "https://good.example")], 401),
+        ([("Origin", "https://good.example"), ("Authorization", "Basic YWxpY2U6d3Jvbmc=")], 401),
+    ],
+)
+def test_tool_enforces_origins_and_authentication(server: tuple[int, Any], headers: Any, status: int) -> None:
+    port, _ = server
+    with pytest.raises(InvalidStatus) as info:
+        connect(ws_url(port, "/guarded"), headers=headers, timeout=TIMEOUT)
+    assert info.value.status == status
+
+
+def test_tool_lets_the_right_origin_and_credentials_in(server: tuple[int, Any]) -> None:
+    port, _ = server
+    url = ws_url(port, "/guarded").replace("ws://", "ws://alice:secret@")
+    with connect(url, headers=[("Origin", "https://good.example")], timeout=TIMEOUT) as ws:
+        ws.send("in")
+        assert ws.recv(TIMEOUT).data == b"in"
 
 
 def test_page_handler_may_refuse_the_upgrade(server: tuple[int, Any]) -> None:

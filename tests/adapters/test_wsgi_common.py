@@ -33,7 +33,7 @@ from ws4web.concurrency import THREADING
 from ws4web.exceptions import ConnectionClosed, InvalidStatus
 from ws4web.frames import Opcode
 from ws4web.handshake import accept_key, check_request, check_response, generate_key
-from ws4web.http11 import Response, parse_response
+from ws4web.http11 import Headers, Request, Response, parse_response
 from ws4web.messages import Message
 from ws4web.protocol import Protocol as WSProtocol
 from ws4web.streams import StreamReader
@@ -137,6 +137,26 @@ def test_refusals_are_plain_wsgi_responses(
     assert body.startswith(status.encode())
     # No server registered for this environ: PEP 3333 forbids hop-by-hop headers.
     assert start.header("Connection") is None and start.header("Upgrade") is None
+
+
+def test_process_request_answers_instead_of_upgrading() -> None:
+    seen: list[str] = []
+
+    def process_request(request: Request) -> Response | None:
+        seen.append(request.path)
+        if request.path == "/health":
+            return Response(200, "OK", Headers([("Content-Type", "text/plain")]), b"healthy\n")
+        return None
+
+    app = WebSocketWSGIApplication(process_request=process_request)
+    start = StartResponse()
+    body = b"".join(app(upgrade_environ(PATH_INFO="/health"), start))
+    assert start.status == "200 OK" and body == b"healthy\n"
+    assert start.header("Content-Length") == "8"
+    start = StartResponse()
+    b"".join(app(upgrade_environ(PATH_INFO="/ws"), start))  # None: the upgrade goes on (501 here)
+    assert start.status is not None and start.status.startswith("501 ")
+    assert seen == ["/health", "/ws"]
 
 
 def test_valid_upgrade_without_a_capable_server_answers_501() -> None:

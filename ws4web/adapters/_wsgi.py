@@ -27,6 +27,7 @@ from ..handshake import SubprotocolSelector, accept, reject
 from ..http11 import Headers, Request, Response
 from ..logs import ConnectionLog, format_peer, new_id
 from ..protocol import SERVER
+from ..upgrade import ProcessRequest
 from ..websocket import WebSocket
 
 __all__ = [
@@ -233,9 +234,11 @@ class WebSocketWSGIApplication:
         select_subprotocol: SubprotocolSelector | None = None,
         origins: Sequence[str | None] | None = None,
         authenticate: Authenticator | None = None,
+        process_request: ProcessRequest | None = None,
         **handler_options: Any,
     ) -> None:
         self.handler_cls = handler_cls
+        self.process_request = process_request
         self.protocols = list(protocols)
         self.extensions = list(extensions)
         self.select_subprotocol = select_subprotocol
@@ -256,6 +259,10 @@ class WebSocketWSGIApplication:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         hook = find_server(environ)
         request = request_from_environ(environ)
+        if self.process_request is not None:
+            answer = self.process_request(request)
+            if answer is not None:  # a redirect, a health check ...: not an error
+                return _respond(answer, start_response, hop_by_hop=hook is not None and hook.hop_by_hop)
         try:
             accepted = accept(
                 request,
@@ -354,6 +361,8 @@ class WebSocketWSGIApplication:
 
 def _respond(response: Response, start_response: StartResponse, *, hop_by_hop: bool) -> list[bytes]:
     headers = [(k, v) for k, v in response.headers if hop_by_hop or k.lower() not in _HOP_BY_HOP]
+    if not any(k.lower() == "content-length" for k, _ in headers):
+        headers.append(("Content-Length", str(len(response.body))))  # a process_request answer may lack it
     start_response(f"{response.status} {response.reason}", headers)
     return [response.body]
 

@@ -89,6 +89,7 @@ from typing import Any
 import cherrypy
 from cherrypy.process import plugins
 
+from ..auth import Authenticator
 from ..exceptions import InvalidHandshake
 from ..extensions.base import Extension, ServerExtensionFactory
 from ..frames import CloseCode
@@ -170,9 +171,16 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
         protocols: Sequence[str] | None = None,
         extensions: Sequence[ServerExtensionFactory] | None = None,
         select_subprotocol: SubprotocolSelector | None = None,
+        origins: Sequence[str | None] | None = None,
+        authenticate: Authenticator | None = None,
         **handler_options: Any,
     ) -> None:
-        """Validate the upgrade request and answer 101, or refuse it with the status RFC 6455 asks for."""
+        """Validate the upgrade request and answer 101, or refuse it with the status RFC 6455 asks for.
+
+        ``origins`` is the Origin allow-list (403 otherwise) and ``authenticate``
+        a hook that may raise Unauthorized/Forbidden, as on every other stack;
+        other keyword arguments go to the handler's constructor.
+        """
         request = cherrypy.serving.request
         ws_request = _upgrade_request(request)
         try:
@@ -181,6 +189,8 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
                 subprotocols=list(protocols or ()),
                 select_subprotocol=select_subprotocol,
                 extensions=list(extensions or ()),
+                origins=origins,
+                authenticate=authenticate,
             )
         except InvalidHandshake as exc:
             peer = format_peer((request.remote.ip, request.remote.port))

@@ -34,8 +34,8 @@ logger = logging.getLogger("ws4web.extensions.permessage_deflate")
 NAME = "permessage-deflate"
 RSV1 = 0x40
 
-# The empty stored block that Z_SYNC_FLUSH ends with: the sender strips it from
-# every message (§7.2.1) and the receiver appends it back (§7.2.2).
+#: The empty stored block that Z_SYNC_FLUSH ends with: the sender strips it from
+#: every message (§7.2.1) and the receiver appends it back (§7.2.2).
 TRAILER = b"\x00\x00\xff\xff"
 
 # Output produced per zlib call while inflating. Each call is capped, so the
