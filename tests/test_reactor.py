@@ -113,7 +113,7 @@ def test_call_soon_and_timers_run_in_the_loop(make_reactor: Callable[..., Reacto
 def test_fast_handlers_run_inline_in_the_loop_thread(
     make_reactor: Callable[..., Reactor], pairs: Callable[..., Pair]
 ) -> None:
-    reactor = make_reactor(name="loop")
+    reactor = make_reactor(name="loop", inline=True)
     pair = pairs(reactor, Where)
     for i in range(20):
         pair.client.send(str(i))
@@ -133,7 +133,7 @@ def test_without_inline_handlers_run_on_workers(
 def test_a_slow_inline_handler_hands_the_loop_over(
     make_reactor: Callable[..., Reactor], pairs: Callable[..., Pair], gated: type[Gated]
 ) -> None:
-    reactor = make_reactor(handler_budget=0.01)
+    reactor = make_reactor(inline=True, handler_budget=0.01)
     slow, other = pairs(reactor, gated), pairs(reactor, gated)
     slow.client.send("block")
     assert gated.blocked.wait(TIMEOUT)
@@ -170,7 +170,7 @@ def test_an_inline_handler_waiting_for_a_slow_reader_leaves_the_loop(
     make_reactor: Callable[..., Reactor], pairs: Callable[..., Pair]
 ) -> None:
     Flood.sent = threading.Event()
-    reactor = make_reactor(handler_budget=10.0)  # no watchdog help: the handler must leave by itself
+    reactor = make_reactor(inline=True, handler_budget=10.0)  # no watchdog help: the handler must leave by itself
     stuck, other = pairs(reactor, Flood), pairs(reactor, Flood)
     stuck.client.send("flood")  # its client does not read for now
     assert wait_until(lambda: reactor.demoted == 1)
@@ -247,7 +247,7 @@ def test_a_follower_gives_the_socket_back_when_idle(
 def test_stop_returns_while_a_handler_is_stuck(
     make_reactor: Callable[..., Reactor], pairs: Callable[..., Pair], gated: type[Gated]
 ) -> None:
-    reactor = Reactor(handler_budget=0.01).start()
+    reactor = Reactor(inline=True, handler_budget=0.01).start()
     pair = Pair(reactor, gated)
     try:
         pair.client.send("block")
@@ -259,3 +259,17 @@ def test_stop_returns_while_a_handler_is_stuck(
         gated.gate.set()
         pair.client.terminate()
     assert wait_until(lambda: reactor.demoted == 0)
+
+
+def test_by_default_handlers_run_on_workers_that_follow(
+    make_reactor: Callable[..., Reactor], pairs: Callable[..., Pair], gated: type[Gated]
+) -> None:
+    reactor = make_reactor(name="loop")
+    assert not reactor.inline and reactor.follow > 0
+    slow, other = pairs(reactor, gated), pairs(reactor, Where)
+    slow.client.send("block")
+    assert gated.blocked.wait(TIMEOUT)
+    other.client.send("x")  # a blocked handler holds a worker, not the loop
+    assert other.client.recv(TIMEOUT).data.startswith(b"ws4web-worker")
+    gated.gate.set()
+    assert slow.client.recv(TIMEOUT).data == b"block"

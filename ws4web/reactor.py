@@ -1,23 +1,22 @@
-"""Many connections on few threads: one selector loop that runs the handlers itself.
+"""Many connections on few threads: one selector loop, handlers on a small worker pool.
 
 The :class:`Reactor` thread owns every socket: it reads whatever is available into
 one shared buffer, feeds each connection's sans-I/O protocol, writes pending
-bytes without blocking, and runs timers (close timeouts, keepalive).
+bytes without blocking, and runs timers (close timeouts, keepalive). Each
+connection's callbacks run through a :class:`~ws4web.workers.Lane`, one at a
+time and in order, so a slow handler delays only its own connection.
 
-Handler callbacks run *inline*, in the loop thread, as in an event loop: no
-thread hand-off per message, which is what a thread pool costs. Handlers are
-ordinary blocking code, though, so a watchdog watches the clock: when one runs
-past ``handler_budget`` (5 ms) — it blocks on I/O, sleeps, computes — the loop is
-handed to a fresh thread and the slow handler finishes in the old one, as a
-worker. A handler that must wait for its peer to read (its send buffer is full)
-hands the loop over at once. Either way a slow handler delays only its own
-connection. Each connection's callbacks run through a :class:`~ws4web.workers.Lane`,
-one at a time and in order, whichever thread runs them.
+By default the callbacks run on a :class:`~ws4web.workers.WorkerPool`, and the
+worker that ran a handler *follows* the connection: it reads the next message
+itself for up to ``follow`` seconds (1 ms) before handing the socket back to the
+loop, so request/response traffic costs one wake-up per message, as with a
+thread per connection, while idle connections hold no thread. At most
+``max_followers`` workers follow at once.
 
-With ``inline=False`` the callbacks run on a :class:`~ws4web.workers.WorkerPool`
-instead, and the worker that ran a handler may *follow* the connection — read
-its next message itself for ``follow`` seconds — so that request/response
-traffic needs no loop-to-worker hand-off either.
+``inline=True`` runs the callbacks in the loop thread itself, as an event loop
+does; a watchdog hands the loop to a fresh thread when a callback overruns
+``handler_budget`` (5 ms), and a callback that must wait for its peer to read
+hands it over at once, so a slow handler still delays only its own connection.
 
 Outgoing bytes are bounded per connection: a sender waits while more than
 ``max_send_buffer`` bytes are queued. Incoming messages are bounded too: reading
@@ -81,22 +80,24 @@ class Reactor:
         recv_size: int = 262144,
         name: str = "ws4web-reactor",
         *,
-        inline: bool = True,
+        inline: bool = False,
         handler_budget: float = 0.005,
         follow: float = 0.001,
     ) -> None:
         self.pool = WorkerPool(max_workers)
         self.name = name
-        #: Run handlers in the loop thread itself, as an event loop does: no thread
-        #: hand-off per message. A handler that runs longer than ``handler_budget``
-        #: seconds (it blocks, or computes) does not hold the other connections up:
-        #: a watchdog hands the loop to a new thread, and the old one finishes that
-        #: handler as an ordinary worker (see :meth:`run_inline`).
+        #: Run handlers in the loop thread itself, as an event loop does. A handler
+        #: that runs longer than ``handler_budget`` seconds (it blocks, or computes)
+        #: does not hold the other connections up: a watchdog hands the loop to a
+        #: new thread, and the old one finishes that handler as an ordinary worker
+        #: (see :meth:`run_inline`). Measured on the bench, the worker pool with
+        #: following is as fast with many connections and faster for one (that is
+        #: the default).
         self.inline = inline and max_workers > 0
         self.handler_budget = handler_budget
-        #: Without ``inline``: seconds a worker that just ran a connection's handler
-        #: keeps reading that connection itself before handing it back to the loop
-        #: (0: never), so a quick reply needs no loop -> worker hand-off.
+        #: Seconds a worker that just ran a connection's handler keeps reading that
+        #: connection itself before handing it back to the loop (0: never), so a
+        #: quick reply needs no loop -> worker hand-off (not with ``inline``).
         self.follow = follow if max_workers > 0 and not self.inline else 0.0
         #: At most this many workers follow at once. Under the GIL, more followers
         #: than cores add no parallelism — only threads waking to wait their turn.

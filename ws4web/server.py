@@ -2,14 +2,16 @@
 
 Two ways to run the connections, same handlers:
 
-* ``io="reactor"`` (the default): one selector thread owns every socket, does the
-  TLS and HTTP handshakes without blocking, and runs handler callbacks itself, with
-  no thread hand-off per message; a callback that overruns its budget (5 ms: it
-  blocks, sleeps) gets the loop handed to another thread, so it delays only its
-  own connection (:mod:`ws4web.reactor`). At most ``max_workers`` such slow
-  callbacks hold a thread at once. Thousands of idle connections cost no threads.
-  ``max_workers=0`` runs every callback in the loop thread with no watchdog, for
-  handlers that never block — one that does stalls every connection, as in asyncio.
+* ``io="reactor"`` (the default): one selector thread owns every socket and does
+  the TLS and HTTP handshakes without blocking; handler callbacks run on a small
+  elastic worker pool (up to ``max_workers``), in order per connection, so a slow
+  handler delays only its own connection; the worker that ran a handler reads
+  that connection's next message itself for a moment, so request/response
+  traffic needs no hand-off from the loop (:mod:`ws4web.reactor`). Thousands of
+  idle connections cost no threads. ``inline=True`` runs the callbacks in the
+  loop thread instead, handing the loop to another thread when one overruns
+  5 ms; ``max_workers=0`` runs them in the loop thread with no such watchdog, for
+  handlers that never block — one that does stalls every connection.
 * ``io="threads"``: a thread per connection running :meth:`WebSocket.run`; handlers
   may use the pull style (``recv()``) and block as they like.
 
@@ -73,6 +75,7 @@ class WebSocketServer:
         max_line: int = MAX_LINE,
         max_headers: int = MAX_HEADERS,
         max_workers: int = 64,
+        inline: bool = False,
         backlog: int = 1024,
         sock: socket.socket | None = None,
         **handler_options: Any,
@@ -98,7 +101,7 @@ class WebSocketServer:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.create_server((host, port), family=family, backlog=backlog)
         self.socket = sock
-        self.reactor = Reactor(max_workers=max_workers).start() if io == "reactor" else None
+        self.reactor = Reactor(max_workers=max_workers, inline=inline).start() if io == "reactor" else None
         self.websockets: set[WebSocket] = set()
         self._sockets: set[Any] = set()  # every accepted socket not yet released
         self._lock = threading.Lock()

@@ -45,8 +45,7 @@ class WebSocket:
 
     With ``reactor=`` the connection is driven by a shared selector loop
     (:mod:`ws4web.reactor`): call :meth:`start` instead of :meth:`run`; callbacks
-    then run in the reactor's loop (or, past their budget, in a thread of their own)
-    and ``recv()`` is not available.
+    then run on the reactor's workers, in order, and ``recv()`` is not available.
 
     ``ping_interval`` (or ws4py's ``heartbeat_freq``) turns on keepalive pings
     while :meth:`run` reads: a peer that does not answer within ``ping_timeout``

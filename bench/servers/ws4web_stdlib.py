@@ -41,6 +41,8 @@ def server_options() -> dict[str, Any]:
         wanted["io"] = os.environ["BENCH_WS4WEB_IO"]
     if os.environ.get("BENCH_WS4WEB_WORKERS"):
         wanted["max_workers"] = int(os.environ["BENCH_WS4WEB_WORKERS"])
+    if os.environ.get("BENCH_WS4WEB_INLINE"):
+        wanted["inline"] = os.environ["BENCH_WS4WEB_INLINE"] == "1"
     accepted = inspect.signature(WebSocketServer.__init__).parameters
     for name in wanted:
         if name not in accepted:

@@ -46,11 +46,10 @@ to the connections that start afterwards):
 
 * ``io="reactor"`` (the default): the plugin owns one :class:`~ws4web.reactor.Reactor`,
   started with the engine (or on first use) and stopped with it. One selector
-  thread serves every socket and runs the callbacks, in order per connection; a
-  callback that blocks past its budget gets the loop handed to another thread
-  (at most ``max_workers``, default 64, at once), so it delays only its own
-  connection. Thousands of idle WebSockets cost no threads. Callbacks only:
-  ``recv()`` raises NotImplementedError.
+  thread serves every socket and the callbacks run on its worker pool
+  (``max_workers``, default 64), in order per connection, so a slow handler
+  delays only its own connection: thousands of idle WebSockets cost no threads.
+  Callbacks only: ``recv()`` raises NotImplementedError.
 * ``io="threads"``: a thread per connection runs :meth:`WebSocket.run`; handlers
   may block as they like and use the pull style (``recv()``, iteration).
 
@@ -585,7 +584,7 @@ def install(engine: Any = None, **plugin_options: Any) -> WebSocketPlugin:
 
     ``engine`` defaults to ``cherrypy.engine``; ``plugin_options`` go to the
     plugin: ``io`` (``"reactor"``, the default, or ``"threads"``), ``max_workers``
-    (threads the reactor may give slow callbacks), ``shutdown_timeout``. Calling it again returns
+    (the reactor's worker pool), ``shutdown_timeout``. Calling it again returns
     the same plugin, options unchanged.
     """
     if not isinstance(getattr(cherrypy.tools, "websocket", None), WebSocketTool):
