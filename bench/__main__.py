@@ -60,7 +60,7 @@ TARGETS = [
     Target("ws4web-stdlib", "ws4web_stdlib"),
     Target("ws4web-stdlib-py", "ws4web_stdlib", env={"WS4WEB_NO_SPEEDUPS": "1"}),
     Target("ws4web-stdlib-inline", "ws4web_stdlib", env={"BENCH_WS4WEB_WORKERS": "0"}),
-    Target("ws4web-stdlib-workers", "ws4web_stdlib", env={"BENCH_WS4WEB_INLINE": "0"}),
+    Target("ws4web-stdlib-loop", "ws4web_stdlib", env={"BENCH_WS4WEB_INLINE": "1"}),
     Target("ws4web-stdlib-threads", "ws4web_stdlib", env={"BENCH_WS4WEB_IO": "threads"}),
     Target("ws4web-cherrypy", "ws4web_cherrypy"),
     Target("ws4web-gevent", "ws4web_gevent"),
