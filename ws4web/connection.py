@@ -455,6 +455,16 @@ class Connection(Sender):
         if self._socket_closed:
             return
         self._socket_closed = True
+        # Closing with unread input makes TCP send a reset, and a reset can destroy
+        # what we sent last (our close frame) in the peer's receive buffer before
+        # the peer reads it. Discard what has already arrived first (no waiting).
+        try:
+            self.sock.setblocking(False)
+            for _ in range(16):
+                if not self.sock.recv(65536):
+                    break
+        except (OSError, ValueError):
+            pass
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except (OSError, ValueError):
