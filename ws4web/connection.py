@@ -74,10 +74,18 @@ class Sender:
     ``_after_write()`` is the driver's back-pressure hook.
     """
 
+    sock: Any
     protocol: Protocol
     _lock: LockLike
     _send_lock: LockLike
     _pings: dict[bytes, PingWaiter]
+
+    def _tag_logs(self, logger: logging.Logger, conn_id: str | None) -> None:
+        """Give this connection (and its protocol) a logger that tags every record
+        with the connection id and peer: ``[ws12 127.0.0.1:50312] ...``."""
+        self.log: ConnectionLog = connection_log(logger, self.sock, conn_id)
+        self.id = self.log.conn_id
+        self.protocol.logger = self.log.child(_protocol_logger)
 
     def _flush(self) -> None:
         raise NotImplementedError
@@ -201,11 +209,8 @@ class Connection(Sender):
         conn_id: str | None = None,
     ) -> None:
         self.sock = sock
-        #: tags every log record about this connection (``[ws12 127.0.0.1:50312] ...``)
-        self.log: ConnectionLog = connection_log(logger, sock, conn_id)
-        self.id = self.log.conn_id
-        protocol.logger = self.log.child(_protocol_logger)
         self.protocol = protocol
+        self._tag_logs(logger, conn_id)
         self.primitives = primitives
         self.close_timeout = close_timeout
         self.recv_size = recv_size

@@ -44,14 +44,12 @@ from typing import Any
 from .connection import Sender, end_write_side
 from .exceptions import ConnectionClosed, ConnectionClosedError
 from .frames import CloseCode, Frame, Opcode
-from .logs import ConnectionLog, connection_log
 from .messages import Assembler, Message
 from .protocol import SEND_EOF, Protocol, State
 from .workers import Lane, WorkerPool
 
 __all__ = ["Reactor", "ReactorConnection", "default_reactor"]
 
-_protocol_logger = logging.getLogger("ws4web.protocol")
 logger = logging.getLogger("ws4web.reactor")
 
 _READ = selectors.EVENT_READ
@@ -398,11 +396,8 @@ class ReactorConnection(Sender):
         conn_id: str | None = None,
     ) -> None:
         self.sock = sock
-        #: tags every log record about this connection (``[ws12 127.0.0.1:50312] ...``)
-        self.log: ConnectionLog = connection_log(logger, sock, conn_id)
-        self.id = self.log.conn_id
-        protocol.logger = self.log.child(_protocol_logger)
         self.protocol = protocol
+        self._tag_logs(logger, conn_id)
         self.reactor = reactor
         self.close_timeout = close_timeout
         self.subprotocol = subprotocol
