@@ -65,6 +65,7 @@ from typing import TypeVar
 from .exceptions import InvalidMessage, InvalidURI, ProxyError
 from .http11 import MAX_HEADERS, MAX_LINE, Headers, Response, _parse_headers, _read_line
 from .streams import StreamReader
+from .upgrade import read_with_parser
 
 __all__ = ["ProxyError", "ProxyTimeout", "SocksError", "open_tunnel", "proxy_from_environment"]
 
@@ -279,22 +280,7 @@ def _feed(
     what: str,
 ) -> T:
     """Run ``parser`` on bytes from ``sock`` until it returns; the deadline covers the whole message."""
-    try:
-        next(parser)
-        while True:
-            sock.settimeout(_left(deadline, what))
-            try:
-                data = sock.recv(4096)
-            except TimeoutError:
-                raise ProxyTimeout(f"timed out {what}") from None
-            if data:
-                reader.feed_data(data)
-            else:
-                reader.feed_eof()
-            next(parser)
-    except StopIteration as done:
-        result: T = done.value
-        return result
+    return read_with_parser(sock, reader, parser, deadline, lambda: ProxyTimeout(f"timed out {what}"))
 
 
 def _read_head(reader: StreamReader) -> Generator[None, None, Response]:

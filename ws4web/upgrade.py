@@ -29,6 +29,7 @@ __all__ = [
     "accept_socket",
     "client_handshake",
     "connect_socket",
+    "read_with_parser",
     "send_refusal",
     "server_handshake",
 ]
@@ -44,12 +45,24 @@ ProcessRequest = Callable[[Request], "Response | None"]
 
 
 def _run_parser(sock: Any, reader: StreamReader, parser: Generator[None, None, T], timeout: float | None) -> T:
-    """Feed ``parser`` from ``sock`` until it returns, within ``timeout`` seconds in all.
-
-    The deadline covers the whole message, so a peer sending a byte a second
-    cannot hold the connection open (slowloris).
-    """
+    """Feed ``parser`` from ``sock`` until it returns, within ``timeout`` seconds in all."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    return read_with_parser(sock, reader, parser, deadline, lambda: InvalidMessage("handshake timed out", status=408))
+
+
+def read_with_parser(
+    sock: Any,
+    reader: StreamReader,
+    parser: Generator[None, None, T],
+    deadline: float | None,
+    timed_out: Callable[[], Exception],
+) -> T:
+    """Feed ``parser`` (a generator pulling from ``reader``) from ``sock`` until it returns.
+
+    ``deadline`` (a ``time.monotonic()`` value) covers the whole message, so a peer
+    sending a byte a second cannot hold the connection open (slowloris); past it,
+    ``timed_out()`` is raised. The socket's timeout is restored afterwards.
+    """
     old_timeout = sock.gettimeout()
     try:
         next(parser)
@@ -57,12 +70,12 @@ def _run_parser(sock: Any, reader: StreamReader, parser: Generator[None, None, T
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise InvalidMessage("handshake timed out", status=408)
+                    raise timed_out()
                 sock.settimeout(left)
             try:
                 data = sock.recv(4096)
             except TimeoutError as exc:
-                raise InvalidMessage("handshake timed out", status=408) from exc
+                raise timed_out() from exc
             if data:
                 reader.feed_data(data)
             else:
