@@ -390,3 +390,22 @@ def ws_url(server: WebSocketServer, path: str = "/", scheme: str = "ws", host: s
         if ":" in host:
             host = f"[{host}]"
     return f"{scheme}://{host}:{server.port}{path}"
+
+
+class CountingSocket:
+    """Wraps a socket and counts the writes made on it (send and sendall calls)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.writes = 0
+
+    def send(self, data: Any, *args: Any) -> int:
+        self.writes += 1
+        return self._sock.send(data, *args)
+
+    def sendall(self, data: Any, *args: Any) -> None:
+        self.writes += 1
+        self._sock.sendall(data, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ws4web import CLIENT, connect
+from ws4web import CLIENT, WebSocket, connect
 from ws4web.connection import Connection
 from ws4web.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from ws4web.frames import Frame, Opcode
@@ -21,6 +21,7 @@ from ws4web.protocol import Protocol, State
 
 from .conftest import (
     TIMEOUT,
+    CountingSocket,
     EchoHandler,
     RawPeer,
     ServerFactory,
@@ -617,3 +618,71 @@ def test_ping_wait_times_out_without_a_pong(sock_pair: tuple[socket.socket, sock
     a, _b = sock_pair  # the peer never answers
     connection = Connection(a, Protocol(CLIENT), close_timeout=0.1)
     assert not connection.ping(b"p3").wait(0.05)
+
+
+def burst(count: int) -> bytes:
+    """``count`` masked text frames "0", "1", ... in one buffer, as one write brings them."""
+    return b"".join(encode_frame(0x1, str(i).encode()) for i in range(count))
+
+
+class Echo(WebSocket):
+    def received_message(self, message: Message) -> None:
+        self.send(message)
+
+
+def test_replies_to_a_burst_go_out_in_few_writes(sock_pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = sock_pair
+    counting = CountingSocket(a)
+    server = Echo(counting, close_timeout=2.0)
+    runner = Worker(server.run)
+    peer = RawPeer(b)
+    b.sendall(burst(50))
+    echoes = [peer.read_frame() for _ in range(50)]
+    assert [frame.payload for frame in echoes] == [str(i).encode() for i in range(50)]
+    # One write per message would be 50: run() holds replies while more messages wait.
+    assert counting.writes <= 5
+    b.sendall(encode_frame(0x8, close_payload(1000)))
+    assert peer.read_frame().opcode == 0x8
+    runner.join()
+
+
+def test_pull_style_code_is_never_held_back(sock_pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = sock_pair
+    counting = CountingSocket(a)
+    server = WebSocket(counting, close_timeout=2.0)
+    peer = RawPeer(b)
+    b.sendall(burst(3))
+    first = server.recv(TIMEOUT)
+    server.send(first)  # more messages wait, but this is not run(): out at once
+    assert peer.read_frame().payload == b"0"
+    assert counting.writes == 1
+    server.terminate()
+
+
+class CloseOnFirst(WebSocket):
+    def received_message(self, message: Message) -> None:
+        self.send(message)
+        if message.data == b"0":
+            assert self.ping(b"hb").wait(TIMEOUT)  # the ping is not held back either
+            self.close(4000, "enough")
+
+
+def test_a_close_or_ping_amid_a_burst_is_not_held(sock_pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = sock_pair
+    server = CloseOnFirst(a, close_timeout=2.0)
+    runner = Worker(server.run)
+    peer = RawPeer(b)
+    b.sendall(burst(20))
+    assert peer.read_frame().payload == b"0"
+    ping = peer.read_frame()
+    assert ping.opcode == 0x9 and ping.payload == b"hb"
+    b.sendall(encode_frame(0xA, b"hb"))
+    frames = []
+    while True:
+        frame = peer.read_frame()
+        frames.append(frame)
+        if frame.opcode == 0x8:
+            break
+    assert frames[-1].payload[:2] == (4000).to_bytes(2, "big")
+    b.sendall(encode_frame(0x8, frames[-1].payload[:2]))
+    runner.join()

@@ -17,7 +17,7 @@ from ws4web import CLIENT, SERVER, WebSocket
 from ws4web.messages import Message
 from ws4web.reactor import Reactor, ReactorConnection
 
-from .conftest import TIMEOUT, wait_until
+from .conftest import TIMEOUT, CountingSocket, RawPeer, encode_frame, wait_until
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 
@@ -273,3 +273,20 @@ def test_by_default_handlers_run_on_workers_that_follow(
     assert other.client.recv(TIMEOUT).data.startswith(b"ws4web-worker")
     gated.gate.set()
     assert slow.client.recv(TIMEOUT).data == b"block"
+
+
+def test_replies_to_a_burst_are_written_together(make_reactor: Callable[..., Reactor]) -> None:
+    reactor = make_reactor()
+    a, b = socket.socketpair()
+    counting = CountingSocket(a)
+    server = Count(counting, side=SERVER, reactor=reactor, close_timeout=2.0)
+    server.start()
+    try:
+        b.sendall(b"".join(encode_frame(0x1, str(i).encode()) for i in range(50)))
+        peer = RawPeer(b)
+        assert [peer.read_frame().payload for _ in range(50)] == [str(i).encode() for i in range(50)]
+        # Fifty messages arrived in one read: their replies left in a few writes, not fifty.
+        assert counting.writes <= 5
+    finally:
+        b.close()
+        assert server.connection.wait_closed(TIMEOUT)

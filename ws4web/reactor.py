@@ -54,6 +54,8 @@ logger = logging.getLogger("ws4web.reactor")
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
+# Frames of a burst of replies are held back until the burst ends, up to this many bytes.
+_CORK_LIMIT = 65536
 _RETRY = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
@@ -422,6 +424,8 @@ class ReactorConnection(Sender):
         self._pings: dict[bytes, Any] = {}
         self._lane = Lane(reactor.pool)
         self._lane.on_drained = self._lane_drained
+        self._lane.on_idle = self._uncork
+        self._corked = False
         self._poller: Any = None  # select.poll, created the first time a worker follows
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._follow_ms = reactor.follow * 1000.0
@@ -560,11 +564,35 @@ class ReactorConnection(Sender):
                 self._out.append(data)
                 self._out_size += len(data)
         if self._out or self._eof_pending:
+            lane = self._lane
+            if (
+                lane.backlog
+                and lane.draining == threading.get_ident()
+                and self._out_size < _CORK_LIMIT
+                and not self._eof_pending
+            ):
+                # A handler answering one of several queued messages: its frames
+                # go out with the others' in one write when the burst ends
+                # (Lane.on_idle), not in one syscall each.
+                self._corked = True
+                return
             self._write()
+
+    def _uncork(self) -> None:
+        """The lane's burst ended (worker thread): write what it queued."""
+        if self._corked:
+            with self._lock:
+                self._corked = False
+                if self._out or self._eof_pending:
+                    self._write()
 
     def _write(self) -> None:
         out = self._out
         sock = self.sock
+        if len(out) > 1 and self._out_size <= _CORK_LIMIT:
+            # Many small frames (a burst of replies): one buffer, one syscall. Large
+            # payloads are never copied just to be joined to their headers.
+            out[:] = [b"".join(out)]
         while out:
             data = out[0]
             try:

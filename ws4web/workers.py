@@ -110,7 +110,7 @@ class Lane:
     before it gives the socket back.
     """
 
-    __slots__ = ("_lock", "_pool", "_running", "_tasks", "follow", "following", "on_drained")
+    __slots__ = ("_lock", "_pool", "_running", "_tasks", "draining", "follow", "following", "on_drained", "on_idle")
 
     def __init__(self, pool: WorkerPool) -> None:
         self._pool = pool
@@ -122,6 +122,11 @@ class Lane:
         #: called (in the worker) when the backlog empties while ``following``
         self.follow: Callable[[], bool] | None = None
         self.following = False
+        #: called (in the worker) each time the queue is found empty, and before
+        #: the worker moves on after a batch: the end of a burst of tasks
+        self.on_idle: Callable[[], None] | None = None
+        #: the thread running the tasks now (None between drains)
+        self.draining: int | None = None
 
     @property
     def backlog(self) -> int:
@@ -170,37 +175,36 @@ class Lane:
     def _drain(self) -> None:
         # Run a bounded batch, then yield the worker so one busy lane cannot starve
         # the others queued behind it.
+        self.draining = threading.get_ident()
         budget = 64
-        while budget:
+        while True:
             with self._lock:
                 tasks = self._tasks
-                if not tasks:
-                    if not self.following:
-                        self._running = False
-                        self._tasks = None
-                        break
-                    task = None
-                else:
-                    task = tasks.popleft()
+                task = tasks.popleft() if tasks else None
             if task is None:
-                # Following: the decision to stay running was taken under the lock
-                # above, so the loop's hand_over() and this worker agree.
-                follow = self.follow
-                if follow is None or not follow():
-                    with self._lock:
-                        if self._tasks or self.following:
-                            continue
-                        self._running = False
-                        self._tasks = None
-                    break
-                continue
-            budget -= 1
+                if self.on_idle is not None:
+                    self.on_idle()  # e.g. write what the batch's tasks sent
+                # Following: the loop's hand_over() sets the flag under the lock, and
+                # only while we run; the locked check below settles any race.
+                if self.following and self.follow is not None and self.follow():
+                    continue
+                with self._lock:
+                    if self._tasks or self.following:
+                        continue
+                    self._running = False
+                    self._tasks = None
+                    self.draining = None
+                break
             try:
                 task()
             except Exception:
                 logger.exception("task %r raised", task)
-        else:
-            self._pool.submit(self._drain)
-            return
+            budget -= 1
+            if not budget:
+                if self.on_idle is not None:
+                    self.on_idle()
+                self.draining = None
+                self._pool.submit(self._drain)
+                return
         if self.on_drained is not None:
             self.on_drained()
