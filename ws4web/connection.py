@@ -28,7 +28,6 @@ from .protocol import SEND_EOF, Protocol, State
 
 __all__ = ["Connection", "PingWaiter", "Sender"]
 
-_protocol_logger = logging.getLogger("ws4web.protocol")
 logger = logging.getLogger("ws4web.connection")
 
 # Writes up to this total are joined into one sendall(): one syscall per batch.
@@ -75,8 +74,12 @@ class Sender:
     ``_after_write()`` is the driver's back-pressure hook.
     """
 
+    __slots__ = ("id", "log")  # slots throughout: ReactorConnection has no instance dict
+
     sock: Any
     protocol: Protocol
+    log: ConnectionLog
+    id: str
     _lock: LockLike
     _send_lock: LockLike
     _pings: dict[bytes, PingWaiter]
@@ -84,9 +87,9 @@ class Sender:
     def _tag_logs(self, logger: logging.Logger, conn_id: str | None) -> None:
         """Give this connection (and its protocol) a logger that tags every record
         with the connection id and peer: ``[ws12 127.0.0.1:50312] ...``."""
-        self.log: ConnectionLog = connection_log(logger, self.sock, conn_id)
+        self.log = connection_log(logger, self.sock, conn_id)
         self.id = self.log.conn_id
-        self.protocol.logger = self.log.child(_protocol_logger)
+        self.protocol.logger = self.log  # one tagger per connection, shared
 
     def _flush(self) -> None:
         raise NotImplementedError

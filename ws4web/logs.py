@@ -5,7 +5,8 @@ Every logger in the library is a child of ``logging.getLogger("ws4web")``
 ``logging.getLogger("ws4web").setLevel(...)`` tunes them all. Records about one
 connection go through a :class:`ConnectionLog`: the message starts with
 ``[ws12 127.0.0.1:50312]`` and the record carries ``ws4web_id`` and
-``ws4web_peer`` attributes for structured handlers and filters.
+``ws4web_peer`` attributes for structured handlers and filters. (One
+:class:`ConnectionLog` serves a connection's driver, protocol and handler.)
 
 Levels: nothing at INFO or above during normal traffic; refused or failed
 handshakes and abnormal closes (no close frame, protocol errors, handler
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import MutableMapping
 from typing import Any
 
 __all__ = ["ConnectionLog", "connection_log", "format_peer", "new_id"]
@@ -40,23 +40,59 @@ def format_peer(address: Any) -> str:
     return "" if address is None else str(address)
 
 
-class ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """A logger adapter that tags each record with one connection's id and peer."""
+class ConnectionLog:
+    """Logs for one connection: tags each record with its id and peer.
+
+    It has a :class:`logging.Logger`'s methods (``debug`` ... ``exception``,
+    ``log``). Unlike a :class:`logging.LoggerAdapter` it builds nothing until a
+    record is actually emitted: every connection has one, and most never log.
+    """
+
+    __slots__ = ("conn_id", "logger", "peer")
 
     def __init__(self, logger: logging.Logger, conn_id: str, peer: str = "") -> None:
-        super().__init__(logger, {"ws4web_id": conn_id, "ws4web_peer": peer})
+        self.logger = logger
         self.conn_id = conn_id
         self.peer = peer
-        self._prefix = f"[{conn_id} {peer}] " if peer else f"[{conn_id}] "
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        extra = kwargs.get("extra")
-        kwargs["extra"] = dict(self.extra or {}, **extra) if extra else self.extra
-        return self._prefix + str(msg), kwargs
+    @property
+    def extra(self) -> dict[str, str]:
+        """The attributes every record gets: ``ws4web_id`` and ``ws4web_peer``."""
+        return {"ws4web_id": self.conn_id, "ws4web_peer": self.peer}
 
     def child(self, logger: logging.Logger) -> ConnectionLog:
         """The same connection's tags on another module's logger."""
         return ConnectionLog(logger, self.conn_id, self.peer)
+
+    def isEnabledFor(self, level: int) -> bool:  # logging's name
+        return self.logger.isEnabledFor(level)
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if not self.logger.isEnabledFor(level):
+            return
+        extra = self.extra
+        if kwargs.get("extra"):
+            extra.update(kwargs["extra"])
+        kwargs["extra"] = extra
+        kwargs.setdefault("stacklevel", 3)  # the caller's line, not this module's
+        prefix = f"[{self.conn_id} {self.peer}] " if self.peer else f"[{self.conn_id}] "
+        self.logger.log(level, prefix + str(msg), *args, **kwargs)
+
+    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self.log(logging.DEBUG, msg, *args, **kwargs)
+
+    def info(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self.log(logging.INFO, msg, *args, **kwargs)
+
+    def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self.log(logging.WARNING, msg, *args, **kwargs)
+
+    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self.log(logging.ERROR, msg, *args, **kwargs)
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        kwargs.setdefault("exc_info", True)
+        self.log(logging.ERROR, msg, *args, **kwargs)
 
 
 def connection_log(logger: logging.Logger, sock: Any = None, conn_id: str | None = None) -> ConnectionLog:

@@ -22,6 +22,7 @@ import codecs
 import enum
 import logging
 from collections.abc import Generator, Sequence
+from typing import Any
 
 from .exceptions import ConnectionClosed, InvalidPayload, PayloadTooBig, ProtocolError, closed_exception
 from .extensions.base import Extension
@@ -75,7 +76,7 @@ class Protocol:
     ) -> None:
         self.side = side
         #: drivers replace this with a per-connection adapter (ws4web.logs)
-        self.logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = logger
+        self.logger: Any = logger  # a logging.Logger, or anything with its methods
         self.state = State.OPEN
         self.max_message_size = max_message_size
         self.max_frame_size = max_frame_size

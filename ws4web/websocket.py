@@ -107,9 +107,7 @@ class WebSocket:
         self.connection = connection
         log = getattr(connection, "log", None)
         #: tags this connection's log records: ``[ws12 127.0.0.1:50312] ...``
-        self.log: ConnectionLog = (
-            log.child(logger) if isinstance(log, ConnectionLog) else connection_log(logger, sock, conn_id)
-        )
+        self.log: ConnectionLog = log if isinstance(log, ConnectionLog) else connection_log(logger, sock, conn_id)
         #: process-unique id, the one in every log record about this connection
         self.id = self.log.conn_id
         connection.on_pong = self._on_pong
