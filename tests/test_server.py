@@ -590,3 +590,89 @@ def test_wss_close_ends_with_close_notify(
         peer.send_frame(0x8, b"\x03\xe8")  # close 1000
         assert peer.read_frame().close_code == 1000
         assert peer.at_eof()
+
+
+# -- many idle connections, one process ------------------------------------------------------
+
+IDLE_SERVER = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from ws4web import WebSocket, WebSocketServer
+
+class Echo(WebSocket):
+    def received_message(self, message):
+        self.send(message)
+
+server = WebSocketServer(Echo, "127.0.0.1", 0, backlog=4096)
+print(server.port, flush=True)
+server.serve_forever()
+"""
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status if ":" in line)
+    return {"rss_kib": int(fields["VmRSS"].split()[0]), "threads": int(fields["Threads"])}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_ten_thousand_idle_connections_in_one_process() -> None:
+    """The reactor holds 10,000 idle WebSockets with a constant number of threads and
+    under 8 KiB each (the performance issue's target), and they all still answer."""
+    import resource
+    import subprocess
+    import sys
+
+    count = 10_000
+    wanted = count + 500
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < wanted:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {wanted}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", IDLE_SERVER, str(wanted)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    clients: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        request = upgrade_request(base64.b64encode(os.urandom(16)).decode())
+
+        def open_batch(size: int) -> None:
+            batch = [socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) for _ in range(size)]
+            clients.extend(batch)
+            for sock in batch:
+                sock.sendall(request)
+            for sock in batch:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = sock.recv(4096)
+                    assert chunk, "the server closed a connection during the handshake"
+                    head += chunk
+                assert head.startswith(b"HTTP/1.1 101 ")
+
+        open_batch(200)  # warm-up: pools, buffers, allocator arenas
+        before = _proc_status(proc.pid)
+        while len(clients) < count:
+            open_batch(min(500, count - len(clients)))
+        after = _proc_status(proc.pid)
+        per_connection = (after["rss_kib"] - before["rss_kib"]) / (count - 200)
+        assert per_connection <= 8.0, f"{per_connection:.1f} KiB per idle connection"
+        # Handshakes finish on the worker pool (at most 64 threads, retired when
+        # idle): a bounded number, nothing like a thread per connection.
+        assert after["threads"] <= 4 + 64, after
+        # Every one of them is alive: a sample answers.
+        for sock in clients[:: count // 20]:
+            sock.sendall(encode_frame(0x1, b"still here"))
+            peer = RawPeer(sock)
+            assert peer.read_frame().payload == b"still here"
+    finally:
+        for sock in clients:
+            sock.close()
+        proc.terminate()
+        try:
+            proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
