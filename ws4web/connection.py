@@ -231,7 +231,7 @@ class Connection(Sender):
         self._pings: dict[bytes, PingWaiter] = {}
         self._close_deadline: float | None = None
         self._socket_closed = False
-        #: Set by :meth:`WebSocket.run`: replies the reading thread sends while more
+        #: Set by :meth:`ws4web.websocket.WebSocket.run`: replies the reading thread sends while more
         #: received messages wait are written together, just before it reads again.
         #: (Not for arbitrary pull-style code, which may do anything between recv()s.)
         self.coalesce_writes = False
