@@ -290,21 +290,3 @@ def test_replies_to_a_burst_are_written_together(make_reactor: Callable[..., Rea
     finally:
         b.close()
         assert server.connection.wait_closed(TIMEOUT)
-
-
-def test_with_every_follower_busy_handlers_run_in_the_loop(
-    make_reactor: Callable[..., Reactor], pairs: Callable[..., Pair], gated: type[Gated]
-) -> None:
-    reactor = make_reactor(name="loop", handler_budget=0.01)
-    reactor.max_followers = 0  # as if every follower were taken by other connections
-    pair = pairs(reactor, Where)
-    pair.client.send("x")
-    assert pair.client.recv(TIMEOUT).data == b"loop:x"
-    # A slow handler there still gets the loop handed over: others are served.
-    slow = pairs(reactor, gated)
-    slow.client.send("block")
-    assert gated.blocked.wait(TIMEOUT)
-    pair.client.send("y")
-    assert pair.client.recv(TIMEOUT).data.endswith(b":y")
-    gated.gate.set()
-    assert slow.client.recv(TIMEOUT).data == b"block"

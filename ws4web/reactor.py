@@ -11,10 +11,7 @@ worker that ran a handler *follows* the connection: it reads the next message
 itself for up to ``follow`` seconds (1 ms) before handing the socket back to the
 loop, so request/response traffic costs one wake-up per message, as with a
 thread per connection, while idle connections hold no thread. At most
-``max_followers`` workers follow at once; while all of them are busy (many
-active connections), the loop runs an idle connection's handler itself, as with
-``inline=True`` below, because a hand-off per message would cost more than the
-handler.
+``max_followers`` workers follow at once.
 
 ``inline=True`` runs the callbacks in the loop thread itself, as an event loop
 does; a watchdog hands the loop to a fresh thread when a callback overruns
@@ -762,14 +759,11 @@ class ReactorConnection(Sender):
             elif frame.opcode is Opcode.PING and self.on_ping is not None:
                 tasks.append(functools.partial(self._run_callback, self.on_ping, frame))
         if tasks:
-            # In the loop, an idle lane runs right here when handlers are inline, and
-            # also when every follower is busy: with many active connections a
-            # hand-off to a worker per message costs more than the handler itself
-            # (the watchdog still moves the loop away from a slow one).
-            inline = reactor.in_loop and (
-                reactor.inline or (reactor.follow > 0 and reactor.followers >= reactor.max_followers)
-            )
-            lane.submit_all(tasks, reactor.run_inline if inline else None)
+            # In the loop with inline handlers on, an idle lane runs right here.
+            # (Doing so also whenever every follower is busy made 100 busy
+            # connections 1.5x faster, but under the load-and-faults test the
+            # promoted threads left RSS 124 MiB higher after each round: not taken.)
+            lane.submit_all(tasks, reactor.run_inline if reactor.inline and reactor.in_loop else None)
         if (
             frames
             and lane.follow is not None
