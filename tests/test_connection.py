@@ -630,6 +630,7 @@ class Echo(WebSocket):
         self.send(message)
 
 
+@pytest.mark.skip(reason="run() does not enable coalesce_writes: it lost echoes under load, not yet explained")
 def test_replies_to_a_burst_go_out_in_few_writes(sock_pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = sock_pair
     counting = CountingSocket(a)

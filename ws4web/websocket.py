@@ -247,7 +247,9 @@ class WebSocket:
         connections never notice.
         """
         connection = self.connection
-        coalesce = hasattr(connection, "coalesce_writes")
+        # Holding replies while received messages wait (Connection.coalesce_writes)
+        # is off: a load-and-faults run lost echoes with it on; not yet explained.
+        coalesce = False
         try:
             if self.ping_interval:
                 connection.start_keepalive(self.ping_interval, self.ping_timeout)
