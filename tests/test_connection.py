@@ -625,28 +625,6 @@ def burst(count: int) -> bytes:
     return b"".join(encode_frame(0x1, str(i).encode()) for i in range(count))
 
 
-class Echo(WebSocket):
-    def received_message(self, message: Message) -> None:
-        self.send(message)
-
-
-@pytest.mark.skip(reason="run() does not enable coalesce_writes: it lost echoes under load, not yet explained")
-def test_replies_to_a_burst_go_out_in_few_writes(sock_pair: tuple[socket.socket, socket.socket]) -> None:
-    a, b = sock_pair
-    counting = CountingSocket(a)
-    server = Echo(counting, close_timeout=2.0)
-    runner = Worker(server.run)
-    peer = RawPeer(b)
-    b.sendall(burst(50))
-    echoes = [peer.read_frame() for _ in range(50)]
-    assert [frame.payload for frame in echoes] == [str(i).encode() for i in range(50)]
-    # One write per message would be 50: run() holds replies while more messages wait.
-    assert counting.writes <= 5
-    b.sendall(encode_frame(0x8, close_payload(1000)))
-    assert peer.read_frame().opcode == 0x8
-    runner.join()
-
-
 def test_pull_style_code_is_never_held_back(sock_pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = sock_pair
     counting = CountingSocket(a)
@@ -654,7 +632,7 @@ def test_pull_style_code_is_never_held_back(sock_pair: tuple[socket.socket, sock
     peer = RawPeer(b)
     b.sendall(burst(3))
     first = server.recv(TIMEOUT)
-    server.send(first)  # more messages wait, but this is not run(): out at once
+    server.send(first)  # more messages wait, yet the reply goes out at once
     assert peer.read_frame().payload == b"0"
     assert counting.writes == 1
     server.terminate()

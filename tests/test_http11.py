@@ -8,7 +8,16 @@ from typing import TypeVar
 import pytest
 
 from ws4web.exceptions import InvalidHandshake, InvalidMessage
-from ws4web.http11 import MAX_HEADERS, MAX_LINE, Headers, Request, Response, parse_request, parse_response
+from ws4web.http11 import (
+    MAX_HEADERS,
+    MAX_LINE,
+    Headers,
+    Request,
+    Response,
+    parse_request,
+    parse_response,
+    parse_response_head,
+)
 from ws4web.streams import StreamReader
 
 T = TypeVar("T")
@@ -329,3 +338,11 @@ def test_response_serialize_with_body() -> None:
     assert response.serialize() == b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad"
     parsed, _ = response_from(response.serialize())
     assert (parsed.status, parsed.reason, parsed.headers, parsed.body) == (400, "Bad Request", response.headers, b"bad")
+
+
+def test_response_head_leaves_what_follows_in_the_reader() -> None:
+    reader = StreamReader()
+    head = b"HTTP/1.1 200 Connection established\r\nContent-Length: 5\r\n\r\n"
+    response = run(parse_response_head(reader), reader, [head + b"tunnel bytes"])
+    assert (response.status, response.reason, response.body) == (200, "Connection established", b"")
+    assert bytes(reader.buffer) == b"tunnel bytes"  # not taken as a body

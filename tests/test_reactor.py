@@ -190,8 +190,8 @@ class Count(WebSocket):
         self.send(message)
 
 
-def test_following_reads_without_the_loop(make_reactor: Callable[..., Reactor], pairs: Callable[..., Pair]) -> None:
-    reactor = make_reactor(inline=False, follow=1.0)
+def count_loop_reads(reactor: Reactor) -> list[int]:
+    """Count the reads the loop thread makes from now on (in a one-element list)."""
     loop_reads = [0]
     recv_into = reactor.recv_into
 
@@ -200,10 +200,20 @@ def test_following_reads_without_the_loop(make_reactor: Callable[..., Reactor], 
         return recv_into(sock)
 
     reactor.recv_into = counting  # type: ignore[method-assign]
-    pair = pairs(reactor, Count)
-    for i in range(200):
+    return loop_reads
+
+
+def round_trips(pair: Pair, count: int) -> None:
+    for i in range(count):
         pair.client.send(str(i))
         assert pair.client.recv(TIMEOUT).data == str(i).encode()
+
+
+def test_following_reads_without_the_loop(make_reactor: Callable[..., Reactor], pairs: Callable[..., Pair]) -> None:
+    reactor = make_reactor(inline=False, follow=1.0)
+    loop_reads = count_loop_reads(reactor)
+    pair = pairs(reactor, Count)
+    round_trips(pair, 200)
     # The worker that ran the handler read the next message itself, every time.
     assert loop_reads[0] < 10
     # And it lets go: the peer closes while a worker follows; nothing hangs.
@@ -217,18 +227,9 @@ def test_without_following_the_loop_reads_every_message(
     make_reactor: Callable[..., Reactor], pairs: Callable[..., Pair]
 ) -> None:
     reactor = make_reactor(inline=False, follow=0)
-    loop_reads = [0]
-    recv_into = reactor.recv_into
-
-    def counting(sock: Any) -> Any:
-        loop_reads[0] += 1
-        return recv_into(sock)
-
-    reactor.recv_into = counting  # type: ignore[method-assign]
+    loop_reads = count_loop_reads(reactor)
     pair = pairs(reactor, Count)
-    for i in range(50):
-        pair.client.send(str(i))
-        assert pair.client.recv(TIMEOUT).data == str(i).encode()
+    round_trips(pair, 50)
     assert loop_reads[0] >= 50
 
 

@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import ssl
-import threading
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -231,12 +230,6 @@ class Connection(Sender):
         self._pings: dict[bytes, PingWaiter] = {}
         self._close_deadline: float | None = None
         self._socket_closed = False
-        #: Set by :meth:`ws4web.websocket.WebSocket.run`: replies the reading thread sends while more
-        #: received messages wait are written together, just before it reads again.
-        #: (Not for arbitrary pull-style code, which may do anything between recv()s.)
-        self.coalesce_writes = False
-        self._held: list[bytes] = []
-        self._reader: int | None = None
         _set_nodelay(sock)
         # Bytes read past the handshake may already hold frames (and need pongs).
         self._frames.extend(protocol.events_received())
@@ -324,7 +317,6 @@ class Connection(Sender):
 
     def _wait_for_pong(self, waiter: PingWaiter, timeout: float | None) -> bool:
         """PingWaiter.wait(): read until its pong arrives, unless another thread reads."""
-        self._release_held()  # the ping itself may be among the held frames
         if not self._recv_lock.acquire(blocking=False):
             return waiter._event.wait(timeout)  # the reader resolves it
         try:
@@ -364,7 +356,6 @@ class Connection(Sender):
         TimeoutError if no message completes within ``timeout`` seconds.
         """
         with self._recv_lock:
-            self._reader = threading.get_ident()
             deadline = None if timeout is None else self.primitives.monotonic() + timeout
             while True:
                 frames = self._frames
@@ -378,14 +369,7 @@ class Connection(Sender):
                         self._control(frame)
                 if self._closed.is_set():
                     raise self.protocol.close_exc()
-                self._release_held()
                 self._receive(deadline)
-
-    def _release_held(self) -> None:
-        """Write replies held back while messages were queued (see ``coalesce_writes``)."""
-        if self._held:
-            with self._lock:
-                self._flush(hold=False)
 
     def recv_frame(self, timeout: float | None = None) -> Frame:
         """The next frame of any kind, unassembled (low-level access)."""
@@ -447,34 +431,14 @@ class Connection(Sender):
         if protocol.state is State.CLOSED:
             self._closed.set()
 
-    def _flush(self, hold: bool = True) -> None:
-        """Write what the protocol produced (``_lock`` held); ``hold=False`` writes
-        held-back replies whatever the state."""
+    def _flush(self) -> None:
+        """Write what the protocol produced (``_lock`` held)."""
         writes = self.protocol.data_to_send()
-        if not writes and not self._held:
+        if not writes or self._socket_closed:
             return
-        if self._socket_closed:
-            return
-        eof = bool(writes) and writes[-1] == SEND_EOF
+        eof = writes[-1] == SEND_EOF
         if eof:
             writes.pop()
-        if self._held:  # replies held back earlier go first
-            writes[:0] = self._held
-            self._held = []
-        if (
-            hold
-            and self.coalesce_writes
-            and not eof
-            and self.protocol.state is State.OPEN  # a close frame never waits
-            and self._frames
-            and self._reader == threading.get_ident()
-            and sum(map(len, writes)) < _JOIN_LIMIT
-        ):
-            # The reading thread answers one of several messages already received:
-            # hold its frames and write them with the next ones, in one syscall,
-            # before it reads again (recv_message).
-            self._held = writes
-            return
         try:
             if len(writes) == 1:
                 self.sock.sendall(writes[0])

@@ -15,7 +15,16 @@ from collections.abc import Generator, Iterable, Iterator
 from .exceptions import InvalidMessage
 from .streams import LineTooLong, StreamReader
 
-__all__ = ["MAX_HEADERS", "MAX_LINE", "Headers", "Request", "Response", "parse_request", "parse_response"]
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_LINE",
+    "Headers",
+    "Request",
+    "Response",
+    "parse_request",
+    "parse_response",
+    "parse_response_head",
+]
 
 MAX_LINE = 8192  # bytes in the request line or one header line
 MAX_HEADERS = 128  # header lines in one message
@@ -175,6 +184,18 @@ def parse_response(
     The body of a refusal is read by Content-Length, else up to EOF (bounded by
     ``max_body``), so a client can show the server's explanation.
     """
+    response = yield from parse_response_head(reader, max_line=max_line, max_headers=max_headers)
+    status = response.status
+    if status != 101 and status >= 200 and status not in (204, 304):
+        response.body = yield from _read_body(reader, response.headers, max_body)
+    return response
+
+
+def parse_response_head(
+    reader: StreamReader, *, max_line: int = MAX_LINE, max_headers: int = MAX_HEADERS
+) -> Generator[None, None, Response]:
+    """Parse a status line and headers only, leaving whatever follows in ``reader``
+    (a proxy's answer to CONNECT: the bytes after it belong to the tunnel)."""
     line = yield from _read_line(reader, max_line)
     parts = line.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not _STATUS.fullmatch(parts[1]):
@@ -182,10 +203,7 @@ def parse_response(
     status = int(parts[1])
     reason = parts[2].decode("latin-1") if len(parts) == 3 else ""
     headers = yield from _parse_headers(reader, max_line, max_headers)
-    body = b""
-    if status != 101 and status >= 200 and status not in (204, 304):
-        body = yield from _read_body(reader, headers, max_body)
-    return Response(status, reason, headers, body)
+    return Response(status, reason, headers)
 
 
 def _read_body(reader: StreamReader, headers: Headers, max_body: int) -> Generator[None, None, bytes]:

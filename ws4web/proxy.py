@@ -63,7 +63,7 @@ from collections.abc import Generator, Mapping
 from typing import TypeVar
 
 from .exceptions import InvalidMessage, InvalidURI, ProxyError
-from .http11 import MAX_HEADERS, MAX_LINE, Headers, Response, _parse_headers, _read_line
+from .http11 import Headers, Response, parse_response_head
 from .streams import StreamReader
 from .upgrade import read_with_parser
 
@@ -78,7 +78,6 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080, "so
 # RFC 3986 §3.2.2 reg-name: unreserved / pct-encoded / sub-delims. Anything else
 # (space, CR, LF, '/', '@' ...) would let a host name inject into the CONNECT line.
 _REG_NAME = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=]+")
-_STATUS = re.compile(rb"[0-9]{3}")
 _LENGTH = re.compile(r"[0-9]{1,18}")
 
 MAX_INTERIM = 8  # 1xx answers skipped before the final one
@@ -290,16 +289,10 @@ def _read_head(reader: StreamReader) -> Generator[None, None, Response]:
     (RFC 9110 §9.3.6), and the bytes after it belong to the tunnel.
     """
     for _ in range(MAX_INTERIM + 1):
-        line = yield from _read_line(reader, MAX_LINE)
-        parts = line.split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not _STATUS.fullmatch(parts[1]):
-            raise InvalidMessage(f"malformed status line {line[:64]!r}")
-        status = int(parts[1])
-        reason = parts[2].decode("latin-1") if len(parts) == 3 else ""
-        headers = yield from _parse_headers(reader, MAX_LINE, MAX_HEADERS)
-        if 100 <= status < 200 and status != 101:
+        response = yield from parse_response_head(reader)
+        if 100 <= response.status < 200 and response.status != 101:
             continue
-        return Response(status, reason, headers)
+        return response
     raise InvalidMessage(f"more than {MAX_INTERIM} interim answers")
 
 

@@ -246,29 +246,15 @@ class WebSocket:
         (Internal Error); the exception goes no further, so a server's other
         connections never notice.
         """
-        connection = self.connection
-        # Holding replies while received messages wait (Connection.coalesce_writes)
-        # is off: a load-and-faults run lost echoes with it on; not yet explained.
-        coalesce = False
         try:
             if self.ping_interval:
-                connection.start_keepalive(self.ping_interval, self.ping_timeout)
-            if coalesce:
-                # This loop reads again as soon as a callback returns: replies to a
-                # burst of queued messages can go out in one write.
-                connection.coalesce_writes = True
+                self.connection.start_keepalive(self.ping_interval, self.ping_timeout)
             if self._guard(self.opened):
                 while self._guard(self.received_message, self.recv()):
                     pass
         except ConnectionClosed:
             pass
         finally:
-            if coalesce:
-                connection.coalesce_writes = False
-                try:
-                    connection._release_held()
-                except ConnectionClosed:
-                    pass  # the peer is gone: nothing to deliver it to
             self._fire_closed()
 
     def _guard(self, callback: Any, *args: Any) -> bool:
