@@ -53,15 +53,28 @@ class Target:
     module: str
     env: dict[str, str] = field(default_factory=dict)
     floor: bool = False
+    #: the checkout whose bench/servers/<module>.py (and ws4web) runs this target
+    root: Path = ROOT
+
+
+def baseline_targets(root: Path) -> list[Target]:
+    """The ws4web targets of another checkout (an older commit, say), named ``base:<name>``:
+    its own server modules and its own ws4web, measured in the same interleaved run."""
+    script = "import json, bench.__main__ as b; print(json.dumps([[t.name, t.module, t.env] for t in b.TARGETS]))"
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    return [
+        Target(f"base:{name}", module, env, root=root)
+        for name, module, env in json.loads(out.strip().splitlines()[-1])
+        if name.startswith("ws4web")
+    ]
 
 
 TARGETS = [
     Target("floor", "floor", floor=True),
     Target("ws4web-stdlib", "ws4web_stdlib"),
     Target("ws4web-stdlib-py", "ws4web_stdlib", env={"WS4WEB_NO_SPEEDUPS": "1"}),
-    Target("ws4web-stdlib-inline", "ws4web_stdlib", env={"BENCH_WS4WEB_WORKERS": "0"}),
-    Target("ws4web-stdlib-loop", "ws4web_stdlib", env={"BENCH_WS4WEB_INLINE": "1"}),
-    Target("ws4web-stdlib-threads", "ws4web_stdlib", env={"BENCH_WS4WEB_IO": "threads"}),
     Target("ws4web-cherrypy", "ws4web_cherrypy"),
     Target("ws4web-gevent", "ws4web_gevent"),
     Target("ws4web-asgi", "ws4web_asgi"),
@@ -125,7 +138,7 @@ def check_targets(targets: Sequence[Target]) -> dict[str, tuple[bool, str]]:
     procs = {
         t.name: subprocess.Popen(
             [sys.executable, "-m", f"bench.servers.{t.module}", "--check"],
-            cwd=ROOT,
+            cwd=t.root,
             env=os.environ | t.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -160,7 +173,7 @@ class Server:
             cmd += ["--profile", str(profile), "--profile-clock", clock]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=os.environ | target.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                cmd, cwd=target.root, env=os.environ | target.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
 
     @property
@@ -317,10 +330,10 @@ def run_rounds(
     return results, notes
 
 
-def run_profile(spec: str, opts: Options, logdir: Path, clock: str) -> str:
+def run_profile(spec: str, opts: Options, logdir: Path, clock: str, known: dict[str, Target]) -> str:
     """Run one scenario against one target under cProfile; return the top 25 by tottime."""
-    name, _, scenario_key = spec.partition(":")
-    target = BY_NAME[name]
+    name, _, scenario_key = spec.rpartition(":") if spec.count(":") > 1 else spec.partition(":")
+    target = known[name]
     scenario = SCENARIO_BY_KEY[scenario_key or "rt64"]
     stats_path = logdir / f"profile-{name}-{scenario.name}.pstats"
     server = Server(target, logdir, profile=stats_path, clock=clock)
@@ -566,6 +579,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle-connections", type=int, help="connections in scenario (f) (default 1000)")
     parser.add_argument("--scenarios", help="comma list of names or letters a-g (default: all)")
     parser.add_argument("--targets", help="comma list of target names (default: all)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also offer that checkout's ws4web targets, as base:<name> (e.g. a worktree of the last release)",
+    )
     parser.add_argument("--quick", action="store_true", help="one short round: a smoke run in ~3 minutes")
     parser.add_argument("--profile", action="append", default=[], metavar="TARGET:SCENARIO", help="cProfile a server")
     parser.add_argument(
@@ -587,12 +606,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=args.warmup if args.warmup is not None else (0.1 if args.quick else 0.25),
         idle_connections=args.idle_connections or 1000,
     )
-    targets = parse_list(args.targets, BY_NAME, "target") or list(TARGETS)
+    known = dict(BY_NAME)
+    if args.baseline:
+        known |= {t.name: t for t in baseline_targets(args.baseline.resolve())}
+    targets = parse_list(args.targets, known, "target") or list(TARGETS)
     scenarios = parse_list(args.scenarios, SCENARIO_BY_KEY, "scenario") or list(SCENARIOS)
     scenarios = [s for s in SCENARIOS if s in scenarios]
     for spec in args.profile:
-        name, _, key = spec.partition(":")
-        if name not in BY_NAME or (key and key not in SCENARIO_BY_KEY):
+        name, _, key = spec.rpartition(":") if spec.count(":") > 1 else spec.partition(":")
+        if name not in known or (key and key not in SCENARIO_BY_KEY):
             sys.exit(f"--profile wants TARGET:SCENARIO, e.g. ws4web-stdlib:rt64 (got {spec!r})")
 
     if args.from_json:
@@ -665,7 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec in args.profile:
         print(f"\n== profiling {spec}", flush=True)
         try:
-            print(run_profile(spec, opts, logdir, args.profile_clock), flush=True)
+            print(run_profile(spec, opts, logdir, args.profile_clock, known), flush=True)
         except Exception as exc:
             print(f"profiling {spec} failed: {type(exc).__name__}: {exc}", flush=True)
     return 0

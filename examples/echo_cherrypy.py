@@ -1,10 +1,9 @@
 """Echo server on CherryPy with the ws4web tool and plugin (conformance entry point).
 
-    python examples/echo_cherrypy.py --port 9002 [--host 127.0.0.1] [--io reactor|threads]
+    python examples/echo_cherrypy.py --port 9002 [--host 127.0.0.1]
 
 Echoes every message back unchanged, on any path (the root's ``default``
-handler takes them all); quiet except for errors. ``--io`` picks how the
-plugin runs connections: on its reactor (the default) or a thread each.
+handler takes them all); quiet except for errors.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import cherrypy
 
 from ws4web import WebSocket
-from ws4web.adapters.cherrypy import IO_MODES, install
+from ws4web.adapters.cherrypy import install
 from ws4web.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from ws4web.messages import Message
 
@@ -40,14 +39,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9002)
     parser.add_argument("--max-message-size", type=int, default=16 * 2**20)
-    parser.add_argument("--io", choices=IO_MODES, default="reactor", help="how connections run (default: reactor)")
     parser.add_argument("--no-deflate", action="store_true", help="do not offer permessage-deflate")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     for handler in logging.getLogger().handlers:
         # CherryPy sets its own loggers to INFO; filter at the handler, so only errors show.
         handler.setLevel(logging.ERROR)
-    install(io=args.io)
+    install()
     cherrypy.config.update(
         {
             "server.socket_host": args.host,

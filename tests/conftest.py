@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import logging
 import operator
 import os
 import queue
@@ -18,9 +19,11 @@ from typing import Any, NamedTuple
 import pytest
 
 from ws4web import CLIENT, SERVER, WebSocket, WebSocketServer
-from ws4web.connection import Connection
+from ws4web.accept import new_protocol, split_limits
+from ws4web.drivers.blocking import BlockingDriver
+from ws4web.logs import connection_log
 from ws4web.messages import Message
-from ws4web.protocol import Protocol
+from ws4web.upgrade import wrap_socket
 
 CERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "certs")
 CA_FILE = os.path.join(CERTS, "ca.pem")
@@ -158,8 +161,8 @@ def sock_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
 def ws_pair(sock_pair: tuple[socket.socket, socket.socket]) -> Iterator[tuple[WebSocket, WebSocket]]:
     """(server, client): two ws4web WebSockets talking over a socketpair, no HTTP handshake."""
     a, b = sock_pair
-    server = WebSocket(a, side=SERVER, close_timeout=2.0)
-    client = WebSocket(b, side=CLIENT, close_timeout=2.0)
+    server = wrap_socket(a, side=SERVER, close_timeout=2.0)
+    client = wrap_socket(b, side=CLIENT, close_timeout=2.0)
     try:
         yield server, client
     finally:
@@ -167,17 +170,21 @@ def ws_pair(sock_pair: tuple[socket.socket, socket.socket]) -> Iterator[tuple[We
         client.terminate()
 
 
-def server_connection(sock: Any, **options: Any) -> Connection:
-    """A server-side Connection over ``sock``; ``options`` split between Protocol and Connection."""
-    protocol_keys = ("data", "max_message_size", "max_frame_size", "extensions")
-    protocol = Protocol(SERVER, **{k: v for k, v in options.items() if k in protocol_keys})
-    return Connection(sock, protocol, **{k: v for k, v in options.items() if k not in protocol_keys})
+def _driver(side: Any, sock: Any, options: dict[str, Any]) -> BlockingDriver:
+    data = options.pop("data", b"")
+    extensions = options.pop("extensions", [])
+    limits = split_limits(options)
+    protocol = new_protocol(side, limits, extensions, data)
+    return BlockingDriver(sock, protocol, connection_log(logging.getLogger("ws4web.test"), sock, None), limits=limits, **options)
 
 
-def client_connection(sock: Any, **options: Any) -> Connection:
-    protocol_keys = ("data", "max_message_size", "max_frame_size", "extensions")
-    protocol = Protocol(CLIENT, **{k: v for k, v in options.items() if k in protocol_keys})
-    return Connection(sock, protocol, **{k: v for k, v in options.items() if k not in protocol_keys})
+def server_driver(sock: Any, **options: Any) -> BlockingDriver:
+    """A server-side BlockingDriver over ``sock``; ``options``: data, extensions, limits, primitives."""
+    return _driver(SERVER, sock, dict(options))
+
+
+def client_driver(sock: Any, **options: Any) -> BlockingDriver:
+    return _driver(CLIENT, sock, dict(options))
 
 
 # -- a raw peer: frames written and read by the test itself ------------------------------
@@ -362,21 +369,19 @@ ServerFactory = Callable[..., WebSocketServer]
 @pytest.fixture
 def make_server() -> Iterator[ServerFactory]:
     """Start WebSocketServers (127.0.0.1:0 unless told); all are shut down at teardown."""
-    started: list[tuple[WebSocketServer, threading.Thread]] = []
+    started: list[WebSocketServer] = []
 
     def factory(handler_cls: type[WebSocket] = EchoHandler, **options: Any) -> WebSocketServer:
         options.setdefault("host", "127.0.0.1")
         options.setdefault("port", 0)
         options.setdefault("close_timeout", 2.0)
         server = WebSocketServer(handler_cls, **options)
-        started.append((server, server.start()))
+        started.append(server.start())
         return server
 
     yield factory
-    for server, thread in started:
+    for server in started:
         server.shutdown(timeout=5.0)
-        thread.join(TIMEOUT)
-        assert not thread.is_alive(), "the server's accept loop did not stop"
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 import pytest
 
 from ws4web import CLIENT, SERVER, WebSocket
-from ws4web.connection import PingWaiter
+from ws4web.drivers import PingWaiter
+from ws4web.upgrade import wrap_socket
 from ws4web.exceptions import ConnectionClosed, ConnectionClosedError
 from ws4web.frames import Frame, Opcode
 from ws4web.messages import BinaryMessage, Message, TextMessage
@@ -49,7 +50,7 @@ class ClosingHandler(RecordingHandler):
 def start_handler(cls: type[H], sock: socket.socket, **options: Any) -> tuple[H, Worker]:
     """Build a handler over ``sock`` and run its callback loop in a thread."""
     options.setdefault("close_timeout", 2.0)
-    handler = cls(sock, **options)
+    handler = wrap_socket(sock, cls, **options)
     return handler, Worker(handler.run, thread_name="handler")
 
 
@@ -99,7 +100,7 @@ def test_binary_flag_forces_the_type(ws_pair: tuple[WebSocket, WebSocket]) -> No
 
 def test_generator_is_fragmented_on_the_wire(raw_client: tuple[socket.socket, RawPeer]) -> None:
     sock, peer = raw_client
-    ws = WebSocket(sock, close_timeout=1.0)
+    ws = wrap_socket(sock, close_timeout=1.0)
     ws.send(b"%d" % i for i in range(4))
     frames = [peer.read_frame() for _ in range(4)]
     assert [(f.opcode, f.fin) for f in frames] == [(2, False), (0, False), (0, False), (0, True)]
@@ -191,7 +192,7 @@ def test_terminate(ws_pair: tuple[WebSocket, WebSocket]) -> None:
 
 def test_ping_returns_a_waiter_resolved_by_the_pong(sock_pair: tuple[socket.socket, socket.socket]) -> None:
     handler, runner = start_handler(RecordingHandler, sock_pair[0])
-    client = WebSocket(sock_pair[1], side=CLIENT, close_timeout=2.0)
+    client = wrap_socket(sock_pair[1], side=CLIENT, close_timeout=2.0)
     waiter = client.ping(b"latency?")
     assert isinstance(waiter, PingWaiter)
     client.send("sync")  # the server reads the ping first and answers it before this
@@ -221,7 +222,7 @@ def test_ponged_callback(raw_client: tuple[socket.socket, RawPeer]) -> None:
 
 def test_keepalive_answered_keeps_the_connection(sock_pair: tuple[socket.socket, socket.socket]) -> None:
     handler, runner = start_handler(RecordingHandler, sock_pair[0], ping_interval=0.1, ping_timeout=0.5)
-    client = WebSocket(sock_pair[1], side=CLIENT, close_timeout=2.0)
+    client = wrap_socket(sock_pair[1], side=CLIENT, close_timeout=2.0)
     seen: list[Frame] = []
     for _ in range(20):  # about 0.6 s of reading frames: several pings, all answered
         try:
@@ -257,7 +258,7 @@ def test_keepalive_unanswered_closes_with_1011(raw_client: tuple[socket.socket, 
 
 def test_run_calls_the_callbacks_in_order(sock_pair: tuple[socket.socket, socket.socket]) -> None:
     handler, runner = start_handler(RecordingHandler, sock_pair[0])
-    client = WebSocket(sock_pair[1], side=CLIENT, close_timeout=2.0)
+    client = wrap_socket(sock_pair[1], side=CLIENT, close_timeout=2.0)
     client.send("a")
     client.send(b"b")
     client.close(1001, "leaving")
@@ -276,7 +277,7 @@ def test_run_calls_the_callbacks_in_order(sock_pair: tuple[socket.socket, socket
 
 def test_close_from_a_callback_inside_run(sock_pair: tuple[socket.socket, socket.socket]) -> None:
     handler, runner = start_handler(ClosingHandler, sock_pair[0])
-    client = WebSocket(sock_pair[1], side=CLIENT, close_timeout=2.0)
+    client = wrap_socket(sock_pair[1], side=CLIENT, close_timeout=2.0)
     client.send("hello")
     client.send("bye")
     with pytest.raises(ConnectionClosedError) as exc:
@@ -292,7 +293,7 @@ def test_handler_raising_closes_with_1011(
     sock_pair: tuple[socket.socket, socket.socket], caplog: pytest.LogCaptureFixture
 ) -> None:
     handler, runner = start_handler(FailingHandler, sock_pair[0])
-    client = WebSocket(sock_pair[1], side=CLIENT, close_timeout=2.0)
+    client = wrap_socket(sock_pair[1], side=CLIENT, close_timeout=2.0)
     with caplog.at_level(logging.ERROR, logger="ws4web"):
         client.send("fine")
         client.send("boom")
@@ -316,9 +317,9 @@ def test_closed_is_called_once_even_if_it_raises(
             calls.append(code)
             raise ValueError("closed() bug")
 
-    handler = BadClosed(sock_pair[0], close_timeout=2.0)
+    handler = wrap_socket(sock_pair[0], BadClosed, close_timeout=2.0)
     runner = Worker(handler.run)
-    client = WebSocket(sock_pair[1], side=CLIENT, close_timeout=2.0)
+    client = wrap_socket(sock_pair[1], side=CLIENT, close_timeout=2.0)
     with caplog.at_level(logging.ERROR, logger="ws4web"):
         client.close()
         runner.join()
@@ -367,7 +368,7 @@ def test_send_frame_with_rsv1_fails_the_peer_with_1002(ws_pair: tuple[WebSocket,
 
 def test_send_frame_reserved_opcode_and_recv_frame(raw_client: tuple[socket.socket, RawPeer]) -> None:
     sock, peer = raw_client
-    ws = WebSocket(sock, close_timeout=1.0)
+    ws = wrap_socket(sock, close_timeout=1.0)
     ws.send_frame(Frame(Opcode.PING, b"", fin=True, rsv2=True))
     frame = peer.read_frame()
     assert (frame.opcode, frame.rsv, frame.payload) == (Opcode.PING, 0x20, b"")
@@ -383,13 +384,13 @@ def test_send_frame_reserved_opcode_and_recv_frame(raw_client: tuple[socket.sock
 
 def test_attributes(sock_pair: tuple[socket.socket, socket.socket]) -> None:
     environ = {"PATH_INFO": "/chat"}
-    ws = WebSocket(sock_pair[0], protocols=["chat"], environ=environ, side=SERVER, heartbeat_freq=5.0)
+    ws = wrap_socket(sock_pair[0], subprotocol="chat", environ=environ, side=SERVER, heartbeat_freq=5.0)
     assert ws.subprotocol == "chat"
+    assert ws.protocols == ["chat"]
     assert ws.environ is environ
     assert ws.heartbeat_freq == 5.0
-    assert ws.ping_interval == 5.0
     assert not ws.terminated
-    other = WebSocket(sock_pair[1], side=CLIENT)
+    other = wrap_socket(sock_pair[1], side=CLIENT)
     assert other.subprotocol is None
     ws.terminate()
     assert ws.terminated
@@ -403,7 +404,7 @@ def test_attributes(sock_pair: tuple[socket.socket, socket.socket]) -> None:
 def test_handler_raising_in_opened_closes_with_1011(
     sock_pair: tuple[socket.socket, socket.socket], caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = WebSocket(sock_pair[1], side=CLIENT, close_timeout=2.0)
+    client = wrap_socket(sock_pair[1], side=CLIENT, close_timeout=2.0)
     with caplog.at_level(logging.ERROR, logger="ws4web"):
         handler, runner = start_handler(FailingOpened, sock_pair[0])
         with pytest.raises(ConnectionClosedError) as exc:

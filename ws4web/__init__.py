@@ -6,7 +6,7 @@ standard library only; adapters for CherryPy, gevent and ASGI live in
 """
 
 from .client import WebSocketClient, connect
-from .connection import Connection, PingWaiter
+from .drivers import Driver, Limits, PingWaiter
 from .exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -34,7 +34,7 @@ from .messages import (
 from .protocol import CLIENT, SERVER, Protocol, Side, State
 from .reconnect import Backoff, ReconnectingClient
 from .server import WebSocketServer, serve
-from .upgrade import accept_socket, connect_socket
+from .upgrade import accept_socket, connect_socket, wrap_socket
 from .websocket import WebSocket
 
 __version__ = "0.1.0"
@@ -47,16 +47,17 @@ __all__ = [
     "Close",
     "CloseCode",
     "CloseControlMessage",
-    "Connection",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "Driver",
     "Frame",
     "InvalidHandshake",
     "InvalidPayload",
     "InvalidRedirect",
     "InvalidStatus",
     "InvalidURI",
+    "Limits",
     "Message",
     "Opcode",
     "PayloadTooBig",
@@ -79,4 +80,5 @@ __all__ = [
     "connect",
     "connect_socket",
     "serve",
+    "wrap_socket",
 ]

@@ -13,19 +13,25 @@ HTTP CONNECT or SOCKS proxy when one is configured (``proxy=``, or the
 from __future__ import annotations
 
 import base64
+import logging
 import socket
 import ssl
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from .accept import check_handler_class, new_protocol, split_limits
+from .drivers.blocking import BlockingDriver
 from .exceptions import InvalidRedirect, InvalidStatus, InvalidURI
 from .extensions.base import ClientExtensionFactory, Extension
+from .logs import connection_log
 from .protocol import CLIENT
 from .upgrade import client_handshake
 from .websocket import WebSocket
 
 __all__ = ["REDIRECT_STATUSES", "WebSocketClient", "WebSocketURL", "connect", "parse_url"]
+
+logger = logging.getLogger("ws4web.client")
 
 #: Handshake answers the client follows to their ``Location`` (RFC 9110 §15.4).
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -187,8 +193,12 @@ def connect(
     OSError for network errors. ``options`` go to the WebSocket
     (``max_message_size`` ...).
     """
+    target = parse_url(url)
+    limits = split_limits(options)
+    heartbeat = options.pop("heartbeat_freq", None)
+    check_handler_class(handler_cls, options)  # before any byte goes out
     sock, subprotocol, accepted, data = _handshake(
-        parse_url(url),
+        target,
         protocols,
         headers,
         extensions,
@@ -199,9 +209,19 @@ def connect(
         proxy,
         proxy_ssl_context,
     )
-    return handler_cls(
-        sock, protocols=[subprotocol] if subprotocol else [], extensions=accepted, side=CLIENT, data=data, **options
+    handler = handler_cls(
+        sock,
+        protocols=[subprotocol] if subprotocol else [],
+        extensions=accepted,
+        environ=None,
+        heartbeat_freq=heartbeat,
+        **options,
     )
+    driver = BlockingDriver(
+        sock, new_protocol(CLIENT, limits, accepted, data), connection_log(logger, sock, None), limits=limits
+    )
+    handler.bind(driver)
+    return handler
 
 
 def _handshake(
@@ -290,8 +310,12 @@ class WebSocketClient(WebSocket):
         self._max_redirects = max_redirects
         self._proxy = proxy
         self._proxy_ssl_context = proxy_ssl_context
-        self._options = options
-        self.heartbeat_freq = heartbeat_freq
+        rest = {**options, "heartbeat_freq": heartbeat_freq}
+        self._limits = split_limits(rest)
+        del rest["heartbeat_freq"]
+        if rest:
+            raise TypeError(f"unknown option{'s' if len(rest) > 1 else ''}: {', '.join(map(repr, rest))}")
+        WebSocket.__init__(self, None, heartbeat_freq=heartbeat_freq)
 
     def connect(self) -> None:
         """Open the connection and complete the handshake (redirects and proxy included)."""
@@ -307,16 +331,16 @@ class WebSocketClient(WebSocket):
             self._proxy,
             self._proxy_ssl_context,
         )
-        WebSocket.__init__(
-            self,
+        self.sock = sock
+        self.protocols = [subprotocol] if subprotocol else []
+        self.extensions = accepted
+        driver = BlockingDriver(
             sock,
-            protocols=[subprotocol] if subprotocol else [],
-            extensions=accepted,
-            heartbeat_freq=self.heartbeat_freq,
-            side=CLIENT,
-            data=data,
-            **self._options,
+            new_protocol(CLIENT, self._limits, accepted, data),
+            connection_log(logger, sock, None),
+            limits=self._limits,
         )
+        self.bind(driver)
 
     def run_forever(self) -> None:
         """Run the callback loop until the connection closes."""

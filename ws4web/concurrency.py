@@ -49,9 +49,9 @@ def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
 
 
 class Primitives:
-    """Factories for locks and events, a spawner, a readiness wait and a clock."""
+    """Factories for locks and events, a spawner, a readiness wait, a clock and who-am-I."""
 
-    __slots__ = ("event", "lock", "monotonic", "sleep", "spawn", "wait_readable")
+    __slots__ = ("event", "ident", "lock", "monotonic", "sleep", "spawn", "wait_readable")
 
     def __init__(
         self,
@@ -61,6 +61,7 @@ class Primitives:
         wait_readable: Callable[[Any, float | None], bool],
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        ident: Callable[[], int] = threading.get_ident,
     ) -> None:
         self.lock = lock
         self.event = event
@@ -68,6 +69,8 @@ class Primitives:
         self.wait_readable = wait_readable
         self.sleep = sleep
         self.monotonic = monotonic
+        #: identifies the running thread (or greenlet): who is sending, who is reading
+        self.ident = ident
 
 
 #: The default: threading's locks and events, a daemon thread per spawn, poll() for readiness.

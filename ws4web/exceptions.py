@@ -189,7 +189,14 @@ class NegotiationError(InvalidHandshake):
 
 class RequestAnswered(InvalidHandshake):
     """Server side: ``process_request`` answered the request (a redirect, a health
-    check, a refusal of its own) instead of upgrading it. Logged at DEBUG only."""
+    check, a refusal of its own) instead of upgrading it. Logged at DEBUG only.
+
+    ``response`` is that answer (a :class:`ws4web.http11.Response`).
+    """
+
+    def __init__(self, message: str = "", *, response: object = None, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.response = response
 
 
 class InvalidStatus(InvalidHandshake):

@@ -89,6 +89,14 @@ def check_request(request: Request) -> str:
         raise InvalidUpgrade("missing 'Connection: Upgrade'", headers=_UPGRADE_HEADERS)
     if headers.get("Host") is None:  # §4.2.1 item 2
         raise InvalidHeader("missing Host header")
+    # An upgrade request has no body (RFC 6455 §4.1: a GET, whose body has no meaning,
+    # RFC 9110 §9.3.1). Whatever follows the head is WebSocket frames, so a body would
+    # be read as frames: refuse it before any 101 (request smuggling).
+    if "Transfer-Encoding" in headers:
+        raise InvalidHeader("a handshake request cannot have a body (Transfer-Encoding)")
+    lengths = headers.get_all("Content-Length")
+    if lengths and any(value.strip() != "0" for value in lengths):
+        raise InvalidHeader("a handshake request cannot have a body (Content-Length)")
     key = _single(headers, "Sec-WebSocket-Key")
     if key is None:
         raise InvalidHeader("missing Sec-WebSocket-Key header")

@@ -130,6 +130,10 @@ class Protocol:
         events, self._events = self._events, []
         return events
 
+    def events_pending(self) -> bool:
+        """Whether events wait to be taken, or unparsed bytes are buffered."""
+        return bool(self._events) or bool(self._reader.buffer)
+
     def data_to_send(self) -> list[bytes]:
         """The bytes to write since the last call; :data:`SEND_EOF` ends our side."""
         writes, self._writes = self._writes, []

@@ -1,23 +1,12 @@
-"""A WebSocket server on the standard library alone.
+"""A WebSocket server on the standard library alone, on the selector driver.
 
-Two ways to run the connections, same handlers:
-
-* ``io="reactor"`` (the default): one selector thread owns every socket and does
-  the TLS and HTTP handshakes without blocking; handler callbacks run on a small
-  elastic worker pool (up to ``max_workers``), in order per connection, so a slow
-  handler delays only its own connection; the worker that ran a handler reads
-  that connection's next message itself for a moment, so request/response
-  traffic needs no hand-off from the loop (:mod:`ws4web.reactor`). Thousands of
-  idle connections cost no threads. ``inline=True`` runs the callbacks in the
-  loop thread instead, handing the loop to another thread when one overruns
-  5 ms; ``max_workers=0`` runs them in the loop thread with no such watchdog, for
-  handlers that never block — one that does stalls every connection.
-* ``io="threads"``: a thread per connection running :meth:`WebSocket.run`; handlers
-  may use the pull style (``recv()``) and block as they like.
-
-Either way the handshakes are bounded by ``handshake_timeout`` (a slow client never
-blocks the accept loop) and ``shutdown()`` stops accepting, sends 1001 (Going
-Away) to every open connection, waits up to a deadline, then drops the rest.
+One :class:`~ws4web.drivers.selector.Loop` accepts, does the TLS and HTTP
+handshakes without blocking (the whole request head bounded by
+``handshake_timeout``), asks the door's :class:`~ws4web.accept.AcceptPolicy`,
+and runs every connection; quick callbacks run on the loop thread, one that
+blocks (pull style included) moves to a thread of its own. ``shutdown()`` stops
+accepting, sends 1001 (Going Away) to every open connection, waits up to a
+deadline, then drops the rest. docs/handlers.md and docs/drivers.md have more.
 """
 
 from __future__ import annotations
@@ -28,33 +17,41 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from .auth import Authenticator
-from .exceptions import InvalidHandshake, InvalidMessage, RequestAnswered
-from .extensions.base import ServerExtensionFactory
+from .accept import AcceptPolicy, Registry, log_refusal, unexpected_error
+from .drivers.base import end_write_side
+from .drivers.selector import IOHandler, Loop, SelectorDriver, Timer
+from .exceptions import InvalidHandshake, InvalidMessage
 from .frames import CloseCode
-from .handshake import SubprotocolSelector, reject
-from .http11 import MAX_HEADERS, MAX_LINE, Request, parse_request
+from .handshake import Accepted
+from .http11 import Request, parse_request
 from .logs import ConnectionLog, format_peer, new_id
-from .protocol import SERVER
-from .reactor import Reactor, ReactorConnection, Timer
 from .streams import StreamReader
-from .upgrade import ProcessRequest, answer_request, send_refusal, server_handshake
 from .websocket import WebSocket
 
 __all__ = ["WebSocketServer", "serve"]
 
 logger = logging.getLogger("ws4web.server")
 
+_RETRY = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+# A refused client's late bytes are read and dropped for this long (and this much)
+# before the socket closes, so a reset cannot destroy the refusal (a lingering close).
+_LINGER = 1.0
+_LINGER_BYTES = 65536
+
 
 class WebSocketServer:
     """Listen on ``host:port`` and run ``handler_cls`` for every WebSocket client.
 
-    ``port=0`` picks a free port (read it back from :attr:`port`). Extra keyword
-    arguments go to every handler (``max_message_size``, ``max_frame_size``,
-    ``close_timeout``, ``ping_interval`` ...).
+    ``port=0`` picks a free port (read it back from :attr:`port`). The other
+    keyword arguments are the door's options, the same on every door: the accept
+    policy (``origins``, ``authenticate``, ``subprotocols``, ``select_subprotocol``,
+    ``extensions``, ``process_request``, ``handshake_timeout``, ``max_line``,
+    ``max_headers``), the per-connection limits (``max_message_size``,
+    ``max_frame_size``, ``close_timeout``, ``ping_interval``, ``ping_timeout``,
+    ``max_send_buffer``, ``max_queue``), and any other keyword goes to
+    ``handler_cls``'s constructor — all checked here, before the first client.
     """
 
     def __init__(
@@ -63,53 +60,27 @@ class WebSocketServer:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        io: str = "reactor",
         ssl_context: ssl.SSLContext | None = None,
-        subprotocols: Sequence[str] = (),
-        select_subprotocol: SubprotocolSelector | None = None,
-        extensions: Sequence[ServerExtensionFactory] = (),
-        process_request: ProcessRequest | None = None,
-        origins: Sequence[str | None] | None = None,
-        authenticate: Authenticator | None = None,
-        handshake_timeout: float | None = 10.0,
-        max_line: int = MAX_LINE,
-        max_headers: int = MAX_HEADERS,
-        max_workers: int = 64,
-        inline: bool = False,
         backlog: int = 1024,
         sock: socket.socket | None = None,
-        **handler_options: Any,
+        **options: Any,
     ) -> None:
-        if io not in ("reactor", "threads"):
-            raise ValueError("io must be 'reactor' or 'threads'")
+        self.policy = AcceptPolicy.from_options(handler_cls, options)
         self.handler_cls = handler_cls
-        self.io = io
         self.ssl_context = ssl_context
-        self.handshake_timeout = handshake_timeout
-        self.max_line = max_line
-        self.max_headers = max_headers
-        self.handler_options = handler_options
-        self.answer_options: dict[str, Any] = {
-            "subprotocols": list(subprotocols),
-            "select_subprotocol": select_subprotocol,
-            "extensions": list(extensions),
-            "process_request": process_request,
-            "origins": origins,
-            "authenticate": authenticate,
-        }
         if sock is None:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.create_server((host, port), family=family, backlog=backlog)
+        sock.setblocking(False)
         self.socket = sock
-        self.reactor = Reactor(max_workers=max_workers, inline=inline).start() if io == "reactor" else None
-        self.websockets: set[WebSocket] = set()
-        self._sockets: set[Any] = set()  # every accepted socket not yet released
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
+        #: the open connections' handlers (broadcast, shutdown)
+        self.registry = Registry()
+        self.loop = Loop(name="ws4web-server")
+        self._handshakes: set[_Handshake] = set()
+        self._listening = False
         self._stopping = threading.Event()
         self._stopped = threading.Event()
-        self._serving = False
-        self._wakeup_r, self._wakeup_w = socket.socketpair()
+        self._lock = threading.Lock()
 
     @property
     def address(self) -> tuple[Any, ...]:
@@ -119,212 +90,128 @@ class WebSocketServer:
     def port(self) -> int:
         return int(self.socket.getsockname()[1])
 
+    @property
+    def websockets(self) -> set[WebSocket]:
+        """A snapshot of the open connections' handlers."""
+        return set(self.registry)
+
     def __enter__(self) -> WebSocketServer:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
 
-    def start(self) -> threading.Thread:
-        """Run :meth:`serve_forever` in a background thread and return it."""
-        thread = threading.Thread(target=self.serve_forever, name="ws4web-server", daemon=True)
-        thread.start()
-        return thread
+    # -- serving --------------------------------------------------------------------------
 
-    # -- accepting -------------------------------------------------------------------
+    def start(self) -> WebSocketServer:
+        """Start accepting in the background (the loop's own threads) and return."""
+        with self._lock:
+            if self._listening or self._stopping.is_set():
+                return self
+            self._listening = True
+        self.loop.start()
+        self.loop.call_soon(lambda: self.loop.register(self.socket, selectors.EVENT_READ, _Listener(self)))
+        return self
 
     def serve_forever(self) -> None:
-        """Accept connections until :meth:`shutdown`."""
-        self._serving = True
-        selector = selectors.DefaultSelector()
-        self.socket.setblocking(False)
-        selector.register(self.socket, selectors.EVENT_READ)
-        selector.register(self._wakeup_r, selectors.EVENT_READ)
-        try:
-            while not self._stopping.is_set():
-                for key, _ in selector.select():
-                    if key.fileobj is self.socket:
-                        self._accept()
-        finally:
-            selector.close()
-            self._stopped.set()
+        """Accept connections until :meth:`shutdown` (from another thread or a signal handler)."""
+        self.start()
+        while not self._stopping.wait(0.5):  # a wait with a timeout lets Ctrl-C through
+            pass
+        self._stopped.wait()
 
-    def _accept(self) -> None:
-        for _ in range(64):  # drain the backlog, but let shutdown get a word in
-            try:
-                sock, addr = self.socket.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. EMFILE: log, keep serving the others
-                logger.warning("accept failed: %s", exc)
-                time.sleep(0.01)
-                return
-            with self._lock:
-                if self._stopping.is_set():
-                    sock.close()
-                    return
-                self._sockets.add(sock)
-            if self.reactor is not None:
-                handshake = _Handshake(self, self.reactor, sock, addr)
-                self.reactor.call_soon(handshake.begin)
-            else:
-                sock.setblocking(True)
-                threading.Thread(
-                    target=self._serve_thread, args=(sock, addr), name=f"ws4web-{addr}", daemon=True
-                ).start()
+    # -- broadcasting and shutdown -------------------------------------------------------------
 
-    def _release(self, sock: Any, websocket: WebSocket | None = None) -> None:
-        with self._lock:
-            if websocket is not None:
-                self.websockets.discard(websocket)
-            self._sockets.discard(sock)
-            self._idle.notify_all()
-
-    def _swap(self, old: Any, new: Any) -> None:
-        with self._lock:
-            self._sockets.discard(old)
-            self._sockets.add(new)
-
-    def _make_handler(self, sock: Any, result: Any, log: ConnectionLog) -> WebSocket:
-        websocket = self.handler_cls(
-            sock,
-            protocols=[result.subprotocol] if result.subprotocol else [],
-            extensions=result.extensions,
-            side=SERVER,
-            data=result.data,
-            request=result.request,
-            reactor=self.reactor,
-            conn_id=log.conn_id,
-            **self.handler_options,
-        )
-        with self._lock:
-            self.websockets.add(websocket)
-            stopping = self._stopping.is_set()
-        if stopping:
-            websocket.close(CloseCode.GOING_AWAY, "server shutting down")
-        return websocket
-
-    # -- thread per connection ---------------------------------------------------------
-
-    def _serve_thread(self, sock: Any, addr: Any) -> None:
-        websocket = None
-        log = ConnectionLog(logger, new_id(), format_peer(addr))
-        try:
-            if self.ssl_context is not None:
-                sock.settimeout(self.handshake_timeout)
-                raw, sock = sock, self.ssl_context.wrap_socket(sock, server_side=True)
-                self._swap(raw, sock)
-                sock.settimeout(None)
-            result = server_handshake(
-                sock,
-                timeout=self.handshake_timeout,
-                max_line=self.max_line,
-                max_headers=self.max_headers,
-                **self.answer_options,
-            )
-            websocket = self._make_handler(sock, result, log)
-            websocket.run()
-        except InvalidHandshake as exc:
-            _log_refusal(log, exc)
-        except (OSError, ssl.SSLError) as exc:
-            log.warning("connection failed during the handshake: %s", exc)
-        except Exception:
-            log.exception("unexpected error serving the connection")
-        finally:
-            try:
-                sock.close()
-            except OSError:  # pragma: no cover
-                pass
-            self._release(sock, websocket)
-
-    # -- reactor: handshake finished on the worker pool ---------------------------------
-
-    def _finish_handshake(self, sock: Any, log: ConnectionLog, request: Request, data: bytes) -> None:
-        try:
-            sock.setblocking(True)
-            sock.settimeout(self.handshake_timeout)  # bounds writing the answer
-            result = answer_request(sock, request, data, **self.answer_options)
-            websocket = self._make_handler(sock, result, log)
-        except InvalidHandshake as exc:
-            _log_refusal(log, exc)
-            sock.close()
-            self._release(sock)
-            return
-        except Exception as exc:
-            if isinstance(exc, OSError):
-                log.warning("connection failed during the handshake: %s", exc)
-            else:
-                log.exception("unexpected error in the handshake")
-            sock.close()
-            self._release(sock)
-            return
-        connection = websocket.connection
-        if isinstance(connection, ReactorConnection):
-            connection.on_teardown = lambda: self._release(sock, websocket)
-        websocket.start()
-
-    # -- broadcasting and shutdown -------------------------------------------------------
-
-    def broadcast(self, payload: Any, binary: bool | None = None) -> None:
-        """Send one message to every open connection (failures are skipped)."""
-        with self._lock:
-            targets = list(self.websockets)
-        for websocket in targets:
-            try:
-                websocket.send(payload, binary)
-            except Exception as exc:  # one dead peer must not stop the rest
-                logger.debug("broadcast to %r failed: %s", websocket, exc)
+    def broadcast(self, payload: Any, binary: bool | None = None) -> int:
+        """Send one message to every open connection; returns how many took it."""
+        return self.registry.broadcast(payload, binary)
 
     def shutdown(
         self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down", timeout: float = 5.0
     ) -> None:
-        """Stop accepting, close every connection with ``code``, wait up to ``timeout``."""
+        """Stop accepting, close every connection with ``code``, wait up to ``timeout``, drop the rest."""
         with self._lock:
-            already = self._stopping.is_set()
+            if self._stopping.is_set():
+                self._stopped.wait(timeout + 2.0)
+                return
             self._stopping.set()
-            targets = list(self.websockets)
-        if already:
-            return
-        self._wakeup_w.send(b"x")
-        if self._serving:
-            self._stopped.wait(timeout)
-        self.socket.close()
-        for websocket in targets:
-            try:
-                websocket.close(code, reason)
-            except Exception as exc:
-                logger.debug("closing %r failed: %s", websocket, exc)
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while self._sockets and time.monotonic() < deadline:
-                self._idle.wait(deadline - time.monotonic())
-            leftovers = list(self._sockets)
-        for sock in leftovers:  # past the deadline: drop them
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self.reactor is not None:
-            self.reactor.stop(timeout=1.0)
-        self._wakeup_r.close()
-        self._wakeup_w.close()
+        try:
+            if self.loop.is_leader():
+                self._stop_listening()
+            elif self._listening:
+                done = threading.Event()
+
+                def stop_listening() -> None:
+                    self._stop_listening()
+                    done.set()
+
+                self.loop.call_soon(stop_listening)
+                done.wait(timeout)
+            self.socket.close()
+            self.registry.shutdown(code, reason, timeout)
+            self.loop.stop(timeout=1.0)
+        finally:
+            self._stopped.set()
+
+    def _stop_listening(self) -> None:
+        self.loop.unregister(self.socket)
+        for handshake in list(self._handshakes):
+            handshake.drop()
 
 
-class _Handshake:
-    """Reactor side of one server handshake: TLS, then the HTTP request, without blocking."""
+class _Listener(IOHandler):
+    """Loop: accept clients; each gets a :class:`_Handshake`."""
 
-    __slots__ = ("addr", "log", "parser", "reactor", "reader", "server", "sock", "timer", "tls_done")
+    __slots__ = ("server",)
 
-    def __init__(self, server: WebSocketServer, reactor: Reactor, sock: Any, addr: Any) -> None:
+    def __init__(self, server: WebSocketServer) -> None:
         self.server = server
-        self.reactor = reactor
+
+    def on_io(self, mask: int) -> bool:
+        server = self.server
+        for _ in range(64):  # drain the backlog, but let the connections get a word in
+            try:
+                sock, addr = server.socket.accept()
+            except _RETRY:
+                return True
+            except OSError as exc:  # e.g. EMFILE: log, keep serving the others
+                logger.warning("accept failed: %s", exc)
+                time.sleep(0.01)
+                return True
+            if server._stopping.is_set():
+                sock.close()
+                continue
+            _Handshake(server, sock, addr).begin()
+        return True
+
+    def on_error(self) -> None:
+        self.server.loop.unregister(self.server.socket)
+
+
+class _Handshake(IOHandler):
+    """Loop side of one server handshake: TLS, the request head, the decision, the answer."""
+
+    __slots__ = (
+        "addr", "linger_until", "log", "out", "parser", "reader", "refusing", "server", "sock", "timer", "tls_done"
+    )  # fmt: skip
+
+    def __init__(self, server: WebSocketServer, sock: Any, addr: Any) -> None:
+        self.server = server
         self.sock = sock
         self.addr = addr
         self.log = ConnectionLog(logger, new_id(), format_peer(addr))
         self.reader = StreamReader()
-        self.parser = parse_request(self.reader, max_line=server.max_line, max_headers=server.max_headers)
+        policy = server.policy
+        self.parser = parse_request(self.reader, max_line=policy.max_line, max_headers=policy.max_headers)
         self.tls_done = server.ssl_context is None
         self.timer: Timer | None = None
+        self.refusing = False
+        self.out = b""
+        self.linger_until = 0.0
+
+    @property
+    def loop(self) -> Loop:
+        return self.server.loop
 
     def begin(self) -> None:
         sock = self.sock
@@ -332,36 +219,39 @@ class _Handshake:
         if not self.tls_done:
             assert self.server.ssl_context is not None
             try:
-                tls = self.server.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                self.sock = self.server.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             except (OSError, ssl.SSLError):
-                self._drop()
+                self._close()
                 return
-            self.server._swap(sock, tls)
-            self.sock = tls
-        if self.server.handshake_timeout is not None:
-            self.timer = self.reactor.call_later(self.server.handshake_timeout, self._timed_out)
+        self.server._handshakes.add(self)
+        timeout = self.server.policy.handshake_timeout
+        if timeout is not None:
+            self.timer = self.loop.call_later(timeout, self._timed_out)
         next(self.parser)
-        self.reactor.register(self.sock, selectors.EVENT_READ, self)
+        self.loop.register(self.sock, selectors.EVENT_READ, self)
 
-    def _on_io(self, mask: int) -> None:
+    def on_io(self, mask: int) -> bool:
+        if self.refusing:
+            self._linger(mask)
+            return True
         if not self.tls_done:
             try:
                 self.sock.do_handshake()
             except ssl.SSLWantReadError:
-                self.reactor.modify(self.sock, selectors.EVENT_READ, self)
-                return
+                self.loop.modify(self.sock, selectors.EVENT_READ, self)
+                return True
             except ssl.SSLWantWriteError:
-                self.reactor.modify(self.sock, selectors.EVENT_WRITE, self)
-                return
+                self.loop.modify(self.sock, selectors.EVENT_WRITE, self)
+                return True
             except (OSError, ssl.SSLError) as exc:
-                self.log.warning("TLS handshake failed: %s", exc)
-                self._drop()
-                return
+                self.log.info("TLS handshake failed: %s", exc)
+                self.drop()
+                return True
             self.tls_done = True
-            self.reactor.modify(self.sock, selectors.EVENT_READ, self)
-        data = self.reactor.recv_into(self.sock)
+            self.loop.modify(self.sock, selectors.EVENT_READ, self)
+        data = self.loop.recv_into(self.sock)
         if data is None:
-            return
+            return True
         try:
             if data:
                 self.reader.feed_data(data)
@@ -369,44 +259,135 @@ class _Handshake:
                 self.reader.feed_eof()
             next(self.parser)
         except StopIteration as done:
-            self._parsed(done.value)
+            return self._decide(done.value)
         except InvalidMessage as exc:
-            self._refuse(exc)
+            self._refuse(exc, "")
+        return True
 
-    def _parsed(self, request: Request) -> None:
+    def on_error(self) -> None:
+        self.drop()
+
+    # -- the decision -------------------------------------------------------------------------
+
+    def _decide(self, request: Request) -> bool:
+        """The policy's hooks and the handler's constructor are user code: run them
+        under the loop's watchdog. Returns False if the loop moved meanwhile."""
         self._detach()
-        data = self.reader.take(len(self.reader.buffer))
-        self.reactor.pool.submit(lambda: self.server._finish_handshake(self.sock, self.log, request, data))
+        server = self.server
+        result: list[Any] = []
 
-    def _refuse(self, exc: InvalidHandshake) -> None:
-        self._detach()
-        self.log.warning("handshake refused (HTTP %d): %s", exc.status, exc)
-        response = reject(exc).serialize()
-
-        def refuse() -> None:
+        def decide() -> None:
             try:
-                self.sock.setblocking(True)
-                self.sock.settimeout(1.0)
-            except OSError:
-                pass
-            send_refusal(self.sock, response)
-            self._close()
+                accepted = server.policy.evaluate(request)
+            except InvalidHandshake as exc:
+                result.append(exc)
+                return
+            try:
+                result.append((accepted, server.policy.make_handler(self.sock, accepted)))
+            except Exception as exc:
+                self.log.exception("could not build %s", server.handler_cls.__name__)
+                result.append(unexpected_error(exc))
 
-        self.reactor.pool.submit(refuse)
+        try:
+            leading = self.loop.run_callback(None, decide)
+        except Exception as exc:  # a hook raised something else: 500, and the traceback
+            self.log.exception("a handshake hook raised")
+            leading = self.loop.is_leader()
+            result.append(unexpected_error(exc))
+        outcome = result[0]
+        if isinstance(outcome, InvalidHandshake):
+            if leading:
+                self._refuse(outcome, request.path)
+            else:
+                self.loop.call_soon(lambda: self._refuse(outcome, request.path))
+            return leading
+        accepted, handler = outcome
+        self._open(request, accepted, handler)
+        return leading
+
+    def _open(self, request: Request, accepted: Accepted, handler: WebSocket) -> None:
+        server = self.server
+        data = self.reader.take(len(self.reader.buffer))
+        driver = SelectorDriver(
+            self.sock, server.policy.new_protocol(accepted, data), self.log, self.loop, limits=server.policy.limits
+        )
+        driver.send_handshake(accepted.response.serialize())
+        handler.bind(driver, request)
+        self.log.debug("opened %s", request.path)
+        registry = server.registry
+        if not registry.add(handler):
+            handler.close(CloseCode.GOING_AWAY, "server shutting down")
+        driver.on_ended = lambda: registry.discard(handler)
+        driver.start()
+
+    # -- refusing -------------------------------------------------------------------------------
+
+    def _refuse(self, exc: InvalidHandshake, target: str) -> None:
+        """Send the refusal without blocking, then linger (read and drop) before closing."""
+        log_refusal(self.log, target, exc)
+        self._detach()
+        if self.sock.fileno() < 0:
+            return
+        self.server._handshakes.add(self)
+        self.refusing = True
+        self.out = AcceptPolicy.refusal(exc).serialize()
+        self.linger_until = time.monotonic() + _LINGER
+        self.timer = self.loop.call_later(_LINGER + 1.0, self.drop)
+        self.loop.register(self.sock, selectors.EVENT_WRITE | selectors.EVENT_READ, self)
+        self._linger(selectors.EVENT_WRITE)
+
+    def _linger(self, mask: int) -> None:
+        sock = self.sock
+        if self.out and mask & selectors.EVENT_WRITE:
+            try:
+                sent = sock.send(self.out)
+            except _RETRY:
+                sent = 0
+            except OSError:
+                self.drop()
+                return
+            self.out = self.out[sent:]
+            if not self.out:
+                try:
+                    end_write_side(sock)
+                except OSError:
+                    pass
+                self.loop.modify(sock, selectors.EVENT_READ, self)
+        if mask & selectors.EVENT_READ:
+            drained = 0
+            while drained < _LINGER_BYTES:
+                try:
+                    chunk = sock.recv(16384)
+                except _RETRY:
+                    break
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    if not self.out:
+                        self.drop()
+                    return
+                drained += len(chunk)
+            if drained >= _LINGER_BYTES or time.monotonic() > self.linger_until:
+                self.drop()
 
     def _timed_out(self) -> None:
-        if not self.tls_done:  # no channel to answer on: drop without tying up a worker
-            self.log.warning("TLS handshake timed out")
-            self._drop()
+        self.timer = None
+        if not self.tls_done:  # no channel to answer on
+            self.log.info("TLS handshake timed out")
+            self.drop()
             return
-        self._refuse(InvalidMessage("handshake timed out", status=408))
+        self._refuse(InvalidMessage("handshake timed out", status=408), "")
+
+    # -- releasing ------------------------------------------------------------------------------
 
     def _detach(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        self.reactor.unregister(self.sock)
+            self.timer = None
+        self.loop.unregister(self.sock)
+        self.server._handshakes.discard(self)
 
-    def _drop(self) -> None:
+    def drop(self) -> None:
         self._detach()
         self._close()
 
@@ -415,25 +396,26 @@ class _Handshake:
             self.sock.close()
         except OSError:
             pass
-        self.server._release(self.sock)
-
-    def _teardown(self) -> None:  # called by the reactor if _on_io raised
-        self._drop()
-
-
-def _log_refusal(log: ConnectionLog, exc: InvalidHandshake) -> None:
-    # An answer from process_request (a redirect, a health check) is normal traffic.
-    level = logging.DEBUG if isinstance(exc, RequestAnswered) else logging.WARNING
-    log.log(level, "handshake refused (HTTP %d): %s", exc.status, exc)
 
 
 def serve(handler_cls: type[WebSocket] = WebSocket, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
-    """Run a :class:`WebSocketServer` until Ctrl-C, then shut it down cleanly."""
+    """Run a :class:`WebSocketServer` until Ctrl-C or SIGTERM, then shut it down cleanly (1001)."""
+    import signal
+
     server = WebSocketServer(handler_cls, host, port, **options)
     logger.info("listening on %s:%d", host, server.port)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: _interrupt())
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.shutdown()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt

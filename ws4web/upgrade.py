@@ -1,26 +1,30 @@
-"""Blocking opening handshakes over an already-connected socket, both sides.
+"""Opening handshakes over a socket you already hold, both sides: the low-level doors.
 
-This is the low-level entry point: :func:`server_handshake` reads and answers the
-upgrade request on a socket you accepted; :func:`client_handshake` sends one on a
-socket you connected. :func:`accept_socket` and :func:`connect_socket` go one
-step further and return a ready :class:`~ws4web.websocket.WebSocket`. Bytes the
-peer sent right after its handshake are kept for the protocol, never lost.
+:func:`accept_socket` reads and answers the upgrade request on a socket you
+accepted and returns a ready handler; :func:`connect_socket` sends one on a
+socket you connected; :func:`wrap_socket` runs a handler over a socket whose
+handshake was done elsewhere. All three run the blocking driver
+(:mod:`ws4web.drivers.blocking`). Bytes the peer sent right after its handshake
+are kept for the protocol, never lost. docs/sans-io.md has the long version.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from .auth import Authenticator
-from .connection import end_write_side
-from .exceptions import InvalidHandshake, InvalidMessage, RequestAnswered
-from .extensions.base import ClientExtensionFactory, Extension, ServerExtensionFactory
-from .handshake import SubprotocolSelector, accept, check_response, client_request, generate_key, reject
-from .http11 import MAX_HEADERS, MAX_LINE, Request, Response, parse_request, parse_response
-from .protocol import CLIENT, SERVER
+from .accept import AcceptPolicy, check_handler_class, log_refusal, new_protocol, split_limits, unexpected_error
+from .concurrency import THREADING, Primitives
+from .drivers.base import end_write_side
+from .drivers.blocking import BlockingDriver
+from .exceptions import InvalidHandshake, InvalidMessage
+from .extensions.base import ClientExtensionFactory, Extension
+from .handshake import Accepted, check_response, client_request, generate_key
+from .http11 import Request, Response, parse_request, parse_response
+from .logs import ConnectionLog, connection_log
+from .protocol import CLIENT, SERVER, Side
 from .streams import StreamReader
 from .websocket import WebSocket
 
@@ -32,22 +36,13 @@ __all__ = [
     "read_with_parser",
     "send_refusal",
     "server_handshake",
+    "wrap_socket",
 ]
 
 logger = logging.getLogger("ws4web.upgrade")
 
 T = TypeVar("T")
 W = TypeVar("W", bound=WebSocket)
-
-#: ``process_request(request)`` may return a Response to send instead of upgrading
-#: (authentication, origin checks, health checks), or raise InvalidHandshake.
-ProcessRequest = Callable[[Request], "Response | None"]
-
-
-def _run_parser(sock: Any, reader: StreamReader, parser: Generator[None, None, T], timeout: float | None) -> T:
-    """Feed ``parser`` from ``sock`` until it returns, within ``timeout`` seconds in all."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    return read_with_parser(sock, reader, parser, deadline, lambda: InvalidMessage("handshake timed out", status=408))
 
 
 def read_with_parser(
@@ -88,79 +83,60 @@ def read_with_parser(
         sock.settimeout(old_timeout)
 
 
-class ServerHandshakeResult:
-    __slots__ = ("data", "extensions", "request", "response", "subprotocol")
+def _timed_out() -> Exception:
+    return InvalidMessage("handshake timed out", status=408)
 
-    def __init__(
-        self, request: Request, response: Response, subprotocol: str | None, extensions: list[Extension], data: bytes
-    ) -> None:
+
+class ServerHandshakeResult:
+    """An upgrade that was answered 101: the request, the decision, and the bytes
+    the client sent after its request (its first frames, already read)."""
+
+    __slots__ = ("accepted", "data", "request")
+
+    def __init__(self, request: Request, accepted: Accepted, data: bytes) -> None:
         self.request = request
-        self.response = response
-        self.subprotocol = subprotocol
-        self.extensions = extensions
-        #: bytes the client sent after its request: the first frames, already read
+        self.accepted = accepted
         self.data = data
 
+    @property
+    def response(self) -> Response:
+        return self.accepted.response
 
-def server_handshake(
-    sock: Any,
-    *,
-    timeout: float | None = 10.0,
-    max_line: int = MAX_LINE,
-    max_headers: int = MAX_HEADERS,
-    **options: Any,
-) -> ServerHandshakeResult:
-    """Read the upgrade request from ``sock`` and answer it.
+    @property
+    def subprotocol(self) -> str | None:
+        return self.accepted.subprotocol
 
-    ``options`` are those of :func:`answer_request`. On failure the refusal is
-    sent (its status from the exception) and the InvalidHandshake is raised; the
-    caller closes the socket.
-    """
+    @property
+    def extensions(self) -> list[Extension]:
+        return self.accepted.extensions
+
+
+def _read_request(sock: Any, policy: AcceptPolicy) -> tuple[Request, bytes]:
     reader = StreamReader()
-    try:
-        request = _run_parser(sock, reader, parse_request(reader, max_line=max_line, max_headers=max_headers), timeout)
-    except InvalidHandshake as exc:
-        send_refusal(sock, reject(exc).serialize())
-        raise
-    return answer_request(sock, request, bytes(reader.buffer), **options)
+    deadline = None if policy.handshake_timeout is None else time.monotonic() + policy.handshake_timeout
+    parser = parse_request(reader, max_line=policy.max_line, max_headers=policy.max_headers)
+    request = read_with_parser(sock, reader, parser, deadline, _timed_out)
+    return request, bytes(reader.buffer)
 
 
-def answer_request(
-    sock: Any,
-    request: Request,
-    data: bytes = b"",
-    *,
-    subprotocols: Sequence[str] = (),
-    select_subprotocol: SubprotocolSelector | None = None,
-    extensions: Sequence[ServerExtensionFactory] = (),
-    process_request: ProcessRequest | None = None,
-    origins: Sequence[str | None] | None = None,
-    authenticate: Authenticator | None = None,
-) -> ServerHandshakeResult:
-    """Validate a parsed upgrade request and write the answer to ``sock``.
+def server_handshake(sock: Any, policy: AcceptPolicy | None = None, **options: Any) -> ServerHandshakeResult:
+    """Read the upgrade request from ``sock`` and answer it: 101, or the refusal.
 
-    ``process_request(request)`` runs first and may answer instead (a Response);
-    then the RFC 6455 checks, the Origin allow-list and ``authenticate``.
-    ``data`` is what the client sent after its request.
+    ``policy`` (or ``options`` to build one: ``origins``, ``authenticate``,
+    ``subprotocols``, ``process_request``, ``handshake_timeout`` ...) decides.
+    On refusal the answer is sent and the InvalidHandshake raised; the caller
+    closes the socket.
     """
-    refusal = process_request(request) if process_request is not None else None
-    if refusal is not None:
-        send_refusal(sock, refusal.serialize())
-        raise RequestAnswered(f"answered by process_request with {refusal.status}", status=refusal.status)
+    if policy is None:
+        policy = AcceptPolicy.from_options(WebSocket, options)
     try:
-        accepted = accept(
-            request,
-            subprotocols=subprotocols,
-            select_subprotocol=select_subprotocol,
-            extensions=extensions,
-            origins=origins,
-            authenticate=authenticate,
-        )
+        request, data = _read_request(sock, policy)
+        accepted = policy.evaluate(request)
     except InvalidHandshake as exc:
-        send_refusal(sock, reject(exc).serialize())
+        send_refusal(sock, AcceptPolicy.refusal(exc).serialize())
         raise
     sock.sendall(accepted.response.serialize())
-    return ServerHandshakeResult(request, accepted.response, accepted.subprotocol, accepted.extensions, data)
+    return ServerHandshakeResult(request, accepted, data)
 
 
 def send_refusal(sock: Any, data: bytes, linger: float = 1.0) -> None:
@@ -210,7 +186,8 @@ def client_handshake(
     request = client_request(host, path, key, subprotocols=subprotocols, extensions=extensions, headers=headers)
     sock.sendall(request.serialize())
     reader = StreamReader()
-    response = _run_parser(sock, reader, parse_response(reader), timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    response = read_with_parser(sock, reader, parse_response(reader), deadline, _timed_out)
     subprotocol, accepted = check_response(response, key, subprotocols=subprotocols, extensions=extensions)
     return response, subprotocol, accepted, bytes(reader.buffer)
 
@@ -219,29 +196,39 @@ def accept_socket(
     sock: Any,
     handler_cls: type[W] = WebSocket,  # type: ignore[assignment]
     *,
-    subprotocols: Sequence[str] = (),
-    extensions: Sequence[ServerExtensionFactory] = (),
-    process_request: ProcessRequest | None = None,
-    timeout: float | None = 10.0,
+    primitives: Primitives = THREADING,
     **options: Any,
 ) -> W:
     """Upgrade an accepted socket and return ``handler_cls`` running over it.
 
-    ``options`` go to the handler (``max_message_size``, ``close_timeout``,
-    ``primitives`` ...). Call ``run()`` on the result for the callback style.
+    ``options`` are a server door's: the accept policy (``origins``,
+    ``authenticate``, ``subprotocols``, ``extensions``, ``process_request``,
+    ``handshake_timeout`` ...), the limits (``max_message_size`` ...), and the
+    rest for ``handler_cls``'s constructor — all checked before a byte is read.
+    A refused request is answered (401, 403 ...) and raised as InvalidHandshake.
+    Call ``run()`` on the result for callbacks, or use it in pull style.
     """
-    result = server_handshake(
-        sock, subprotocols=subprotocols, extensions=extensions, process_request=process_request, timeout=timeout
+    policy = AcceptPolicy.from_options(handler_cls, options)
+    log = connection_log(logger, sock, None)
+    request: Request | None = None
+    try:
+        request, data = _read_request(sock, policy)
+        accepted = policy.evaluate(request)
+        try:
+            handler = policy.make_handler(sock, accepted)
+        except Exception as exc:
+            log.exception("could not build %s", handler_cls.__name__)
+            raise unexpected_error(exc) from exc
+    except InvalidHandshake as exc:
+        log_refusal(log, request.path if request is not None else "", exc)
+        send_refusal(sock, AcceptPolicy.refusal(exc).serialize())
+        raise
+    sock.sendall(accepted.response.serialize())
+    driver = BlockingDriver(
+        sock, policy.new_protocol(accepted, data), log, limits=policy.limits, primitives=primitives
     )
-    return handler_cls(
-        sock,
-        protocols=[result.subprotocol] if result.subprotocol else [],
-        extensions=result.extensions,
-        side=SERVER,
-        data=result.data,
-        request=result.request,
-        **options,
-    )
+    handler.bind(driver, request)
+    return handler  # type: ignore[return-value]
 
 
 def connect_socket(
@@ -254,12 +241,72 @@ def connect_socket(
     extensions: Sequence[ClientExtensionFactory] = (),
     headers: Sequence[tuple[str, str]] = (),
     timeout: float | None = 10.0,
+    primitives: Primitives = THREADING,
     **options: Any,
 ) -> W:
-    """Send the handshake on a connected socket and return ``handler_cls`` over it."""
+    """Send the handshake on a connected socket and return ``handler_cls`` over it.
+
+    ``options``: the limits (``max_message_size`` ...) and ``handler_cls``'s own
+    constructor arguments, checked before anything is sent.
+    """
+    limits = split_limits(options)
+    heartbeat = options.pop("heartbeat_freq", None)
+    check_handler_class(handler_cls, options)
     _response, subprotocol, accepted, data = client_handshake(
         sock, host, path, subprotocols=subprotocols, extensions=extensions, headers=headers, timeout=timeout
     )
-    return handler_cls(
-        sock, protocols=[subprotocol] if subprotocol else [], extensions=accepted, side=CLIENT, data=data, **options
+    handler = handler_cls(
+        sock,
+        protocols=[subprotocol] if subprotocol else [],
+        extensions=accepted,
+        environ=None,
+        heartbeat_freq=heartbeat,
+        **options,
     )
+    log = connection_log(logger, sock, None)
+    driver = BlockingDriver(
+        sock, new_protocol(CLIENT, limits, accepted, data), log, limits=limits, primitives=primitives
+    )
+    handler.bind(driver)
+    return handler
+
+
+def wrap_socket(
+    sock: Any,
+    handler_cls: type[W] = WebSocket,  # type: ignore[assignment]
+    *,
+    side: Side = SERVER,
+    data: bytes = b"",
+    subprotocol: str | None = None,
+    extensions: Sequence[Extension] = (),
+    environ: Mapping[str, Any] | None = None,
+    primitives: Primitives = THREADING,
+    log: ConnectionLog | None = None,
+    **options: Any,
+) -> W:
+    """Run ``handler_cls`` over ``sock``, whose opening handshake was done elsewhere.
+
+    ``side`` is this end's (a client masks its frames); ``data`` the bytes read
+    past the handshake; ``options`` the limits and the handler's own arguments.
+    """
+    limits = split_limits(options)
+    heartbeat = options.pop("heartbeat_freq", None)
+    check_handler_class(handler_cls, options)
+    handler = handler_cls(
+        sock,
+        protocols=[subprotocol] if subprotocol else [],
+        extensions=list(extensions),
+        environ=environ,
+        heartbeat_freq=heartbeat,
+        **options,
+    )
+    driver = BlockingDriver(
+        sock,
+        new_protocol(side, limits, list(extensions), data),
+        log if log is not None else connection_log(logger, sock, None),
+        limits=limits,
+        primitives=primitives,
+    )
+    handler.bind(driver)
+    return handler
+

@@ -1,9 +1,6 @@
-"""ws4web on its standard-library server, configured from the environment.
+"""ws4web on its standard-library server with its defaults.
 
-WS4WEB_NO_SPEEDUPS=1 turns the C accelerator off (ws4web reads it on import);
-BENCH_WS4WEB_IO (``reactor`` or ``threads``) and BENCH_WS4WEB_WORKERS (``0`` runs
-callbacks in the loop thread) pick the server's I/O model, when this version of
-WebSocketServer has those options.
+WS4WEB_NO_SPEEDUPS=1 turns the C accelerator off (ws4web reads it on import).
 """
 
 from __future__ import annotations
@@ -33,23 +30,6 @@ def deflate_factories() -> list[Any]:
     return []
 
 
-def server_options() -> dict[str, Any]:
-    from ws4web import WebSocketServer
-
-    wanted: dict[str, Any] = {}
-    if os.environ.get("BENCH_WS4WEB_IO"):
-        wanted["io"] = os.environ["BENCH_WS4WEB_IO"]
-    if os.environ.get("BENCH_WS4WEB_WORKERS"):
-        wanted["max_workers"] = int(os.environ["BENCH_WS4WEB_WORKERS"])
-    if os.environ.get("BENCH_WS4WEB_INLINE"):
-        wanted["inline"] = os.environ["BENCH_WS4WEB_INLINE"] == "1"
-    accepted = inspect.signature(WebSocketServer.__init__).parameters
-    for name in wanted:
-        if name not in accepted:
-            raise Unavailable(f"this WebSocketServer has no {name}= option")
-    return wanted
-
-
 def describe() -> str:
     import ws4web
     from ws4web import frames
@@ -58,9 +38,8 @@ def describe() -> str:
     if not os.environ.get("WS4WEB_NO_SPEEDUPS") and not accelerated:
         raise Unavailable("the C accelerator is not built here (pip install -e . builds it)")
     deflate = "on" if deflate_factories() else "not available yet"
-    options = "".join(f" {k}={v!r}" for k, v in server_options().items()) or " (defaults)"
     return (
-        f"ws4web {ws4web.__version__} stdlib WebSocketServer{options}, accelerator {'on' if accelerated else 'off'}, "
+        f"ws4web {ws4web.__version__} stdlib WebSocketServer (defaults), accelerator {'on' if accelerated else 'off'}, "
         f"permessage-deflate {deflate}"
     )
 
@@ -79,7 +58,6 @@ def serve(host: str, port: int) -> None:
         extensions=deflate_factories(),
         max_message_size=MAX_MESSAGE,
         backlog=1024,
-        **server_options(),
     )
     server.serve_forever()
 

@@ -18,16 +18,15 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ..auth import Authenticator
+from ..accept import AcceptPolicy, Registry, log_refusal, unexpected_error
 from ..concurrency import Primitives
+from ..drivers.blocking import BlockingDriver
 from ..exceptions import InvalidHandshake
-from ..extensions.base import Extension, ServerExtensionFactory
+from ..extensions.base import ServerExtensionFactory
 from ..frames import CloseCode
-from ..handshake import SubprotocolSelector, accept, reject
+from ..handshake import Accepted
 from ..http11 import Headers, Request, Response
 from ..logs import ConnectionLog, format_peer, new_id
-from ..protocol import SERVER
-from ..upgrade import ProcessRequest
 from ..websocket import WebSocket
 
 __all__ = [
@@ -213,10 +212,10 @@ def buffered_bytes(reader: Any, sock: Any) -> bytes:
 class WebSocketWSGIApplication:
     """A WSGI application that upgrades every request to ``handler_cls``.
 
-    ``protocols`` are the subprotocols offered by the server, ``extensions``
-    the extension factories; ``handler_options`` go to every handler
-    (``max_message_size``, ``close_timeout``, ``heartbeat_freq`` ...). The
-    primitives default to the server's (gevent's under gevent).
+    ``protocols`` are the subprotocols the server speaks, ``extensions`` the
+    extension factories; ``options`` are the door options every door takes
+    (the accept policy, the limits, and keywords for ``handler_cls``), checked
+    here. The primitives are the server's (gevent's under gevent).
 
     It runs the WebSocket in the server's own thread or greenlet for that
     connection, and returns only when the connection is over. It needs a server
@@ -230,109 +229,80 @@ class WebSocketWSGIApplication:
         handler_cls: type[WebSocket] = WebSocket,
         protocols: Sequence[str] = (),
         extensions: Sequence[ServerExtensionFactory] = (),
-        *,
-        select_subprotocol: SubprotocolSelector | None = None,
-        origins: Sequence[str | None] | None = None,
-        authenticate: Authenticator | None = None,
-        process_request: ProcessRequest | None = None,
-        **handler_options: Any,
+        **options: Any,
     ) -> None:
+        if protocols:
+            options["protocols"] = protocols
+        if extensions:
+            options["extensions"] = extensions
+        self.policy = AcceptPolicy.from_options(handler_cls, options)
         self.handler_cls = handler_cls
-        self.process_request = process_request
-        self.protocols = list(protocols)
-        self.extensions = list(extensions)
-        self.select_subprotocol = select_subprotocol
-        self.origins = origins
-        self.authenticate = authenticate
-        self.handler_options = handler_options
-        # No lock: set.add, set.discard and set.copy are each one C call under the
-        # GIL, so the registry is safe from threads and from greenlets, and a
-        # gevent server never meets a threading lock here.
-        self._websockets: set[WebSocket] = set()
-        self._stopping = False
+        #: the open connections' handlers (broadcast, shutdown)
+        self.registry = Registry()
 
     @property
     def websockets(self) -> set[WebSocket]:
         """A snapshot of the open WebSockets."""
-        return self._websockets.copy()
+        return set(self.registry)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         hook = find_server(environ)
+        hop_by_hop = hook is not None and hook.hop_by_hop
         request = request_from_environ(environ)
-        if self.process_request is not None:
-            answer = self.process_request(request)
-            if answer is not None:  # a redirect, a health check ...: not an error
-                return _respond(answer, start_response, hop_by_hop=hook is not None and hook.hop_by_hop)
+        log = _peer_log(environ)
+        takeover: Takeover | None = None
         try:
-            accepted = accept(
-                request,
-                subprotocols=self.protocols,
-                select_subprotocol=self.select_subprotocol,
-                extensions=self.extensions,
-                origins=self.origins,
-                authenticate=self.authenticate,
-            )
+            accepted = self.policy.evaluate(request)
+            if hook is None:
+                server = environ.get("SERVER_SOFTWARE", "this WSGI server")
+                raise InvalidHandshake(f"{server} cannot hand its socket over to a WebSocket", status=501)
+            takeover = hook.takeover(environ)
+            try:
+                handler = self.policy.make_handler(takeover.sock, accepted, environ)
+            except Exception as exc:
+                log.exception("could not build %s", self.handler_cls.__name__)
+                raise unexpected_error(exc) from exc
         except InvalidHandshake as exc:
-            _peer_log(environ).warning("upgrade of %s refused (HTTP %d): %s", request.path, exc.status, exc)
-            return _respond(reject(exc), start_response, hop_by_hop=hook is not None and hook.hop_by_hop)
-        if hook is None:
-            server = environ.get("SERVER_SOFTWARE", "this WSGI server")
-            logger.warning("%s cannot hand its socket over to a WebSocket: answering 501", server)
-            body = f"501 Not Implemented: {server} cannot hand its socket over to a WebSocket\n".encode()
-            start_response(
-                "501 Not Implemented",
-                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
-            )
-            return [body]
-        takeover = hook.takeover(environ)
+            log_refusal(log, request.path, exc)
+            return _respond(AcceptPolicy.refusal(exc), start_response, hop_by_hop=hop_by_hop)
         try:
-            self._serve(takeover, accepted.response, accepted.subprotocol, accepted.extensions, environ, request)
+            self._serve(takeover, accepted, handler, request, log)
         finally:
             takeover.close()
         # Nothing for the server to send: the connection was never its own after the 101.
         return []
 
     def _serve(
-        self,
-        takeover: Takeover,
-        response: Response,
-        subprotocol: str | None,
-        extensions: list[Extension],
-        environ: dict[str, Any],
-        request: Request,
+        self, takeover: Takeover, accepted: Accepted, handler: WebSocket, request: Request, log: ConnectionLog
     ) -> None:
         # Detach first: whatever happens next, the server must not write to this socket.
         takeover.detach()
         try:
-            takeover.write(response.serialize())
+            takeover.write(accepted.response.serialize())
         except OSError as exc:
-            _peer_log(environ).warning("client left before the 101 went out: %s", exc)
+            log.info("client left before the 101 went out: %s", exc)
             return
-        options = dict(self.handler_options)
-        options.setdefault("primitives", takeover.primitives)
+        driver = BlockingDriver(
+            takeover.sock,
+            self.policy.new_protocol(accepted, takeover.data),
+            log,
+            limits=self.policy.limits,
+            primitives=takeover.primitives,
+        )
+        handler.bind(driver, request)
+        log.debug("opened %s", request.path)
+        if not self.registry.add(handler):  # started while shutting down: say goodbye at once
+            handler.close(CloseCode.GOING_AWAY, "server shutting down")
         try:
-            websocket = self.handler_cls(
-                takeover.sock,
-                protocols=[subprotocol] if subprotocol else [],
-                extensions=extensions,
-                environ=environ,
-                side=SERVER,
-                data=takeover.data,
-                request=request,
-                **options,
-            )
-        except Exception:
-            logger.exception("could not create %s", self.handler_cls.__name__)
-            return
-        self._websockets.add(websocket)
-        try:
-            if self._stopping:  # started while shutting down: say goodbye at once
-                websocket.close(CloseCode.GOING_AWAY, "server shutting down")
-            websocket.run()
+            handler.run()
         except Exception:  # run() already guards the callbacks; this is the I/O itself
-            logger.exception("WebSocket %s failed", self.handler_cls.__name__)
+            log.exception("WebSocket %s failed", self.handler_cls.__name__)
         finally:
-            self._websockets.discard(websocket)
+            self.registry.discard(handler)
+
+    def broadcast(self, payload: Any, binary: bool | None = None) -> int:
+        """Send one message to every open WebSocket; returns how many took it."""
+        return self.registry.broadcast(payload, binary)
 
     def shutdown(
         self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down", timeout: float = 5.0
@@ -343,20 +313,7 @@ class WebSocketWSGIApplication:
         of the server's hub (gevent). Connections upgraded afterwards are closed
         with ``code`` straight away.
         """
-        self._stopping = True
-        targets = self._websockets.copy()
-        for websocket in targets:
-            try:
-                websocket.close(code, reason)
-            except Exception as exc:  # a dead peer must not stop the others
-                logger.debug("closing %r failed: %s", websocket, exc)
-        if not targets:
-            return
-        clock = next(iter(targets)).connection.primitives.monotonic
-        deadline = clock() + timeout
-        for websocket in targets:
-            if not websocket.connection.wait_closed(max(0.0, deadline - clock())):
-                websocket.terminate()  # past the deadline: drop it
+        self.registry.shutdown(code, reason, timeout)
 
 
 def _respond(response: Response, start_response: StartResponse, *, hop_by_hop: bool) -> list[bytes]:

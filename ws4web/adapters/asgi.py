@@ -185,6 +185,45 @@ class ASGIConnection:
         self._closed_thread = threading.Event()
         self._close_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        peer = format_peer(tuple(scope["client"]) if scope.get("client") else None)
+        self._log = ConnectionLog(logger, new_id(), peer)
+        self._handler: Any = None
+
+    @property
+    def log(self) -> ConnectionLog:
+        return self._log
+
+    @property
+    def id(self) -> str:
+        return self._log.conn_id
+
+    @property
+    def buffered_amount(self) -> int:
+        return 0
+
+    def attach(self, handler: Any) -> None:
+        self._handler = handler
+
+    def start(self) -> None:
+        raise UnsupportedByASGI("start()", "the adapter runs the handler itself")
+
+    def run(self) -> None:
+        """The callback loop, in the calling thread (the adapter's handler thread)."""
+        handler = self._handler
+        try:
+            if handler.handle_open():
+                while handler.handle_message(self.recv_message()):
+                    pass
+        except ConnectionClosed:
+            pass
+        finally:
+            handler.handle_close()
+
+    def send_prepared(self, message: Frame, wire: bytes) -> None:
+        self.send_message(message.data, message.opcode is Opcode.BINARY)
+
+    def wait_closed_sync(self, timeout: float | None = None) -> bool:
+        return self._closed_thread.wait(timeout)
 
     # -- state -----------------------------------------------------------------
 
@@ -214,7 +253,7 @@ class ASGIConnection:
 
     # -- sending -----------------------------------------------------------------
 
-    def send_message(self, data: Data, binary: bool | None = None) -> None:
+    def send_message(self, data: Data, binary: bool | None = None, *, compress: bool = True) -> None:
         """Send one message (str as text, bytes as binary, a Message as its type).
 
         From a thread this returns once the server took the message; on the loop
@@ -226,7 +265,9 @@ class ASGIConnection:
         else:
             self._run(self._send_and_wait(event))
 
-    def send_fragments(self, chunks: Iterable[str | bytes], binary: bool | None = None) -> None:
+    def send_fragments(
+        self, chunks: Iterable[str | bytes], binary: bool | None = None, *, compress: bool = True
+    ) -> None:
         """ASGI has no fragments: the chunks are joined and sent as one message.
 
         The iterable is consumed in the calling thread first, so a generator that
@@ -636,8 +677,8 @@ class WebSocketASGIApp:
         self.headers = list(headers)
         self.app = app
         self.handler_options = handler_options
-        self.max_message_size: int | None = handler_options.get("max_message_size", 2**20)
-        self.close_timeout: float | None = handler_options.get("close_timeout", 10.0)
+        self.max_message_size: int | None = handler_options.pop("max_message_size", 2**20)
+        self.close_timeout: float | None = handler_options.pop("close_timeout", 10.0)
         self.asynchronous = any(inspect.iscoroutinefunction(getattr(handler_cls, n, None)) for n in _CALLBACKS)
         #: the handlers of the open connections (for broadcasts and shutdown)
         self.websockets: set[WebSocket] = set()
@@ -718,11 +759,12 @@ class WebSocketASGIApp:
             handler = self.handler_cls(
                 None,
                 protocols=[subprotocol] if subprotocol else [],
+                extensions=[],
                 environ=scope,
-                request=request,
-                connection=conn,
+                heartbeat_freq=None,
                 **self.handler_options,
             )
+            handler.bind(conn, request)
         except InvalidHandshake as exc:
             await _refuse(scope, send, reject(exc))
             return

@@ -11,7 +11,6 @@ Set it up once, then turn the tool on per path, in config or with a decorator::
             plugin.broadcast(message)
 
     plugin = install()  # cherrypy.tools.websocket + a WebSocketPlugin on cherrypy.engine
-    # install(io="threads") runs each connection in a thread of its own instead of the reactor
 
     class Root:
         @cherrypy.expose
@@ -30,46 +29,35 @@ Set it up once, then turn the tool on per path, in config or with a decorator::
 
 How a request becomes a WebSocket:
 
-1. ``before_handler``: the tool checks the upgrade with :func:`ws4web.handshake.accept`.
-   A refusal (400, 405, 426 ... with the headers RFC 6455 asks for) is an ordinary
-   CherryPy response and the page handler is skipped. On success the response
-   becomes the 101 and the page handler still runs, so it may refuse instead.
+1. ``before_handler``: the tool asks the door's :class:`~ws4web.accept.AcceptPolicy`
+   (built once per set of options, so an unknown option is a 500 naming it, before
+   any 101). A refusal (400, 403, 426 ... with the headers RFC 6455 asks for) is an
+   ordinary CherryPy response and the page handler is skipped. On success the
+   handler is built (``cherrypy.request.ws_handler``, as in ws4py), the response
+   becomes the 101, and the page handler still runs, so it may refuse instead.
 2. CherryPy's server (cheroot) writes the 101.
 3. ``on_end_request``: the socket is detached from cheroot (it neither writes
    nor closes nor reuses the connection), the worker thread goes back to the pool
-   at once, and ``handler_cls`` takes over the connection. Bytes the client sent
+   at once, and the handler runs on the plugin's selector loop
+   (:mod:`ws4web.drivers.selector`): quick callbacks on the loop thread, one that
+   blocks (pull style included) on a thread of its own. Bytes the client sent
    right behind its request are handed over.
 
-How connections run is chosen on the plugin, with ``install(io=...)`` or
-``WebSocketPlugin(engine, io=...)`` (``plugin.io`` may change later: it applies
-to the connections that start afterwards):
+Tool options, per path (``tools.websocket.<name>``) or as decorator keywords, are
+the door options every door takes: ``handler_cls``, the accept policy
+(``protocols``, ``extensions``, ``select_subprotocol``, ``origins``,
+``authenticate``), the limits (``max_message_size``, ``close_timeout``,
+``heartbeat_freq`` ...) and keywords for ``handler_cls``.
 
-* ``io="reactor"`` (the default): the plugin owns one :class:`~ws4web.reactor.Reactor`,
-  started with the engine (or on first use) and stopped with it. One selector
-  thread serves every socket and the callbacks run on its worker pool
-  (``max_workers``, default 64), in order per connection, so a slow handler
-  delays only its own connection: thousands of idle WebSockets cost no threads.
-  Callbacks only: ``recv()`` raises NotImplementedError.
-* ``io="threads"``: a thread per connection runs :meth:`WebSocket.run`; handlers
-  may block as they like and use the pull style (``recv()``, iteration).
-
-Without a subscribed plugin there is no reactor to run on: the tool falls back
-to a thread per connection.
-
-Tool options, per path (``tools.websocket.<name>``) or as decorator keywords:
-``handler_cls``, ``protocols`` (subprotocols the server speaks), ``extensions``
-(server extension factories), ``select_subprotocol``, and anything else goes to
-``handler_cls`` (``max_message_size``, ``max_frame_size``, ``close_timeout``,
-``heartbeat_freq`` ...).
-
-The plugin keeps the open WebSockets (:attr:`WebSocketPlugin.websockets`),
-broadcasts, and on ``engine.stop`` closes them all with 1001 (Going Away) and
-waits for them up to ``shutdown_timeout``. It listens on the bus channels
-``handle-websocket`` / ``websocket-closed`` (published by the tool) and
-``websocket-broadcast`` (``cherrypy.engine.publish("websocket-broadcast", msg)``),
-and answers ``websocket-reactor`` (the tool asks it which reactor, if any, a new
-connection runs on). In both modes ``handle-websocket`` fires before
-``opened()`` and ``websocket-closed`` after ``closed()``.
+The plugin owns the loop (started and stopped with the engine), keeps the open
+WebSockets (:attr:`WebSocketPlugin.websockets`), broadcasts, and on ``engine.stop``
+closes them all with 1001 (Going Away) and waits for them up to
+``shutdown_timeout``. It listens on the bus channels ``handle-websocket`` /
+``websocket-closed`` (published by the tool) and ``websocket-broadcast``
+(``cherrypy.engine.publish("websocket-broadcast", msg)``), and answers
+``websocket-loop`` (the tool asks it which loop a new connection runs on; without
+a plugin, the process-wide loop). ``handle-websocket`` fires before ``opened()``
+and ``websocket-closed`` after ``closed()``.
 
 This needs CherryPy's own HTTP server, cheroot: under another WSGI server the
 tool answers 500 rather than a 101 it could not honour.
@@ -81,28 +69,21 @@ import logging
 import socket
 import sys
 import threading
-import time
-from collections.abc import Sequence
 from typing import Any
 
 import cherrypy
 from cherrypy.process import plugins
 
-from ..auth import Authenticator
+from ..accept import AcceptPolicy, Registry, log_refusal, unexpected_error
+from ..drivers.selector import Loop, SelectorDriver, default_loop
 from ..exceptions import InvalidHandshake
-from ..extensions.base import Extension, ServerExtensionFactory
 from ..frames import CloseCode
-from ..handshake import SubprotocolSelector, accept, reject
+from ..handshake import Accepted
 from ..http11 import Headers, Request, Response
 from ..logs import ConnectionLog, format_peer, new_id
-from ..protocol import SERVER
-from ..reactor import Reactor, ReactorConnection
 from ..websocket import WebSocket
 
-__all__ = ["IO_MODES", "WebSocketPlugin", "WebSocketTool", "install", "uninstall"]
-
-#: How the plugin runs connections: on its reactor, or a thread each.
-IO_MODES = ("reactor", "threads")
+__all__ = ["WebSocketPlugin", "WebSocketTool", "install", "uninstall"]
 
 logger = logging.getLogger("ws4web.adapters.cherrypy")
 
@@ -127,25 +108,23 @@ _CANONICAL = {
 class _Pending:
     """An upgrade accepted by the tool, waiting for the 101 to be sent."""
 
-    __slots__ = ("environ", "extensions", "handler_cls", "options", "peer", "request", "subprotocol")
+    __slots__ = ("accepted", "handler", "log", "peer", "policy", "request")
 
     def __init__(
         self,
-        handler_cls: type[WebSocket],
+        policy: AcceptPolicy,
+        accepted: Accepted,
+        handler: WebSocket,
         request: Request,
-        subprotocol: str | None,
-        extensions: list[Extension],
-        environ: dict[str, Any],
         peer: tuple[str, int],
-        options: dict[str, Any],
+        log: ConnectionLog,
     ) -> None:
-        self.handler_cls = handler_cls
+        self.policy = policy
+        self.accepted = accepted
+        self.handler = handler
         self.request = request
-        self.subprotocol = subprotocol
-        self.extensions = extensions
-        self.environ = environ
         self.peer = peer
-        self.options = options
+        self.log = log
 
 
 class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
@@ -155,6 +134,8 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
         # before_handler, after the authentication tools (auth_basic and
         # auth_digest run there with priority 1): a refused login never upgrades.
         super().__init__("before_handler", self.upgrade, priority=priority)
+        self._policies: dict[Any, AcceptPolicy] = {}
+        self._policies_lock = threading.Lock()
 
     def _setup(self) -> None:
         super()._setup()
@@ -164,58 +145,58 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
         # detached socket would be left to nobody.
         hooks.attach("on_end_request", self.start_handler, failsafe=True, priority=90)
 
-    def upgrade(
-        self,
-        handler_cls: type[WebSocket] = WebSocket,
-        protocols: Sequence[str] | None = None,
-        extensions: Sequence[ServerExtensionFactory] | None = None,
-        select_subprotocol: SubprotocolSelector | None = None,
-        origins: Sequence[str | None] | None = None,
-        authenticate: Authenticator | None = None,
-        **handler_options: Any,
-    ) -> None:
+    def policy(self, handler_cls: type[WebSocket], options: dict[str, Any]) -> AcceptPolicy:
+        """The accept policy for one set of tool options, built (and checked) once."""
+        try:
+            key: Any = (handler_cls, tuple(sorted((k, _hashable(v)) for k, v in options.items())))
+            hash(key)
+        except TypeError:
+            key = None
+        if key is not None:
+            with self._policies_lock:
+                policy = self._policies.get(key)
+            if policy is not None:
+                return policy
+        policy = AcceptPolicy.from_options(handler_cls, options)
+        if key is not None:
+            with self._policies_lock:
+                self._policies[key] = policy
+        return policy
+
+    def upgrade(self, handler_cls: type[WebSocket] = WebSocket, **options: Any) -> None:
         """Validate the upgrade request and answer 101, or refuse it with the status RFC 6455 asks for.
 
-        ``origins`` is the Origin allow-list (403 otherwise) and ``authenticate``
-        a hook that may raise Unauthorized/Forbidden, as on every other stack;
-        other keyword arguments go to the handler's constructor.
+        ``options`` are the door options (see the module docstring); an unknown
+        one is answered 500 and logged with its name, before any 101.
         """
         request = cherrypy.serving.request
+        peer = (request.remote.ip, request.remote.port)
+        log = ConnectionLog(logger, new_id(), format_peer(peer))
         ws_request = _upgrade_request(request)
         try:
-            accepted = accept(
-                ws_request,
-                subprotocols=list(protocols or ()),
-                select_subprotocol=select_subprotocol,
-                extensions=list(extensions or ()),
-                origins=origins,
-                authenticate=authenticate,
-            )
+            try:
+                policy = self.policy(handler_cls, options)
+            except TypeError as exc:
+                log.error("tools.websocket: %s", exc)
+                raise unexpected_error(exc) from exc
+            accepted = policy.evaluate(ws_request)
+            if not _served_by_cheroot():
+                raise InvalidHandshake("tools.websocket needs CherryPy's own HTTP server (cheroot)", status=500)
+            sock = _cheroot_socket()
+            try:
+                handler = policy.make_handler(sock, accepted, _environ(request))
+            except Exception as exc:
+                log.exception("could not build %s", getattr(handler_cls, "__name__", handler_cls))
+                raise unexpected_error(exc) from exc
         except InvalidHandshake as exc:
-            peer = format_peer((request.remote.ip, request.remote.port))
-            ConnectionLog(logger, new_id(), peer).warning(
-                "upgrade of %s refused (HTTP %d): %s", ws_request.path, exc.status, exc
-            )
-            _set_response(reject(exc))
+            log_refusal(log, ws_request.path, exc)
+            _set_response(AcceptPolicy.refusal(exc))
             request.handler = None  # the refusal is the whole answer
             return
-        if not _served_by_cheroot():
-            raise cherrypy.HTTPError(500, "tools.websocket needs CherryPy's own HTTP server (cheroot)")
         _set_response(accepted.response)
         cherrypy.serving.response.stream = False  # a 101 has no body: let finalize() drop it
-        setattr(
-            request,
-            _PENDING,
-            _Pending(
-                handler_cls,
-                ws_request,
-                accepted.subprotocol,
-                accepted.extensions,
-                _environ(request),
-                (request.remote.ip, request.remote.port),
-                handler_options,
-            ),
-        )
+        request.ws_handler = handler  # ws4py's name: the page handler may look at it
+        setattr(request, _PENDING, _Pending(policy, accepted, handler, ws_request, peer, log))
 
     def start_handler(self) -> None:
         """After the 101 is sent: detach the socket and start the handler on it."""
@@ -227,38 +208,22 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
         if not str(cherrypy.serving.response.status).startswith("101"):
             # The page handler (or an error) replaced the 101: no upgrade, and
             # cheroot carries on with the connection as usual.
+            request.ws_handler = None
             return
         detached = _detach_socket()
         if detached is None:
-            logger.error("could not take the connection of %s:%s from cheroot", *pending.peer)
+            pending.log.error("could not take the connection from cheroot")
             return
         sock, data = detached
-        options = dict(pending.options)
-        try:
-            reactor = _reactor_for_new_connection()
-            if reactor is not None:
-                # Only in reactor mode: a ws4py-era handler whose __init__ takes
-                # no ``reactor`` keyword still runs with io="threads".
-                options["reactor"] = reactor
-            websocket = pending.handler_cls(
-                sock,
-                protocols=[pending.subprotocol] if pending.subprotocol else [],
-                extensions=pending.extensions,
-                environ=pending.environ,
-                request=pending.request,
-                side=SERVER,
-                data=data,
-                **options,
-            )
-        except Exception:
-            logger.exception("%s could not be created; dropping the connection", pending.handler_cls.__name__)
-            _close_socket(sock)
-            return
-        request.ws_handler = websocket  # ws4py's name, for later on_end_request hooks
-        if isinstance(websocket.connection, ReactorConnection):
-            _start_on_reactor(websocket, pending.peer)
-        else:
-            _serve(websocket, pending.peer)
+        _start(pending, sock, data)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
 
 
 def _upgrade_request(request: Any) -> Request:
@@ -321,6 +286,28 @@ def _served_by_cheroot() -> bool:
     return isinstance(threading.current_thread(), WorkerThread)
 
 
+def _cheroot_request() -> Any:
+    """The cheroot HTTPRequest serving this thread, found up the call stack (None if none)."""
+    from cheroot.server import HTTPRequest
+
+    frame = sys._getframe(1)
+    try:
+        while frame is not None:
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, HTTPRequest):
+                return candidate
+            frame = frame.f_back  # type: ignore[assignment]
+    finally:
+        del frame
+    return None
+
+
+def _cheroot_socket() -> Any:
+    """The socket of the connection this thread serves (the handler's ``sock``)."""
+    req = _cheroot_request()
+    return None if req is None else req.conn.socket
+
+
 def _detach_socket() -> tuple[socket.socket, bytes] | None:
     """Take the current connection's socket from cheroot, with the bytes it buffered past the request.
 
@@ -343,17 +330,7 @@ def _detach_socket() -> tuple[socket.socket, bytes] | None:
     * cheroot set the socket's timeout (``server.socket_timeout``); a WebSocket
       may idle for long, so it goes back to blocking.
     """
-    from cheroot.server import HTTPRequest
-
-    frame = sys._getframe(1)
-    req: Any = None
-    while frame is not None:
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, HTTPRequest):
-            req = candidate
-            break
-        frame = frame.f_back  # type: ignore[assignment]
-    del frame
+    req = _cheroot_request()
     if req is None or not req.sent_headers or not bytes(req.status).startswith(b"101"):
         return None
     conn = req.conn
@@ -371,221 +348,107 @@ def _detach_socket() -> tuple[socket.socket, bytes] | None:
 # -- running handlers ---------------------------------------------------------------------
 
 
-def _reactor_for_new_connection() -> Reactor | None:
-    """The reactor the plugin runs connections on; None for a thread per connection.
-
-    Asked over the bus, like everything else between the tool and the plugin:
-    with no plugin subscribed nobody answers, and nobody would stop a reactor.
-    """
-    for answer in cherrypy.engine.publish("websocket-reactor"):
-        if isinstance(answer, Reactor):
-            return answer
-    return None
+def _loop_for_new_connection() -> tuple[Loop, Registry | None]:
+    """The loop (and registry) of the plugin, asked over the bus like everything else
+    between the tool and the plugin; with no plugin subscribed, the process-wide loop."""
+    for answer in cherrypy.engine.publish("websocket-loop"):
+        if isinstance(answer, tuple) and len(answer) == 2 and isinstance(answer[0], Loop):
+            return answer[0], answer[1]
+    return default_loop(), None
 
 
-def _start_on_reactor(websocket: WebSocket, peer: tuple[str, int]) -> None:
-    """Hand ``websocket`` to its reactor, tracked by the plugin; no thread of its own."""
+def _start(pending: _Pending, sock: socket.socket, data: bytes) -> None:
+    """Run the handler on the plugin's loop, tracked by the plugin; no thread of its own."""
     bus = cherrypy.engine
-    connection = websocket.connection
-    assert isinstance(connection, ReactorConnection)
+    handler = pending.handler
+    loop, registry = _loop_for_new_connection()
+    driver = SelectorDriver(
+        sock, pending.policy.new_protocol(pending.accepted, data), pending.log, loop, limits=pending.policy.limits
+    )
+    handler.bind(driver, pending.request)
+    pending.log.debug("opened %s", pending.request.path)
 
-    def finished() -> None:
-        # On the connection's lane, behind every callback still queued: closed()
-        # runs first (firing it is idempotent: the reactor's own request to fire
-        # it, queued right after this task, then does nothing), so listeners of
-        # websocket-closed -- the plugin's shutdown wait among them -- see the
-        # handler done, as in the threaded mode.
-        websocket._fire_closed()
+    def ended() -> None:
+        # After closed() returned, in the thread that ran it: listeners of
+        # websocket-closed (the plugin's shutdown wait among them) see it done.
+        if registry is not None:
+            registry.discard(handler)
         try:
-            bus.publish("websocket-closed", websocket)
+            bus.publish("websocket-closed", handler)
         except Exception:
-            logger.exception("websocket-closed listener failed")
+            pending.log.exception("websocket-closed listener failed")
 
-    def released() -> None:
-        # Loop thread, once the reactor has closed the socket: never run
-        # handler code here, it would stall every other connection.
-        try:
-            connection._lane.submit(finished)
-        except RuntimeError:  # the worker pool is already shut down
-            finished()
-
+    driver.on_ended = ended
+    if registry is not None and not registry.add(handler):
+        handler.close(CloseCode.GOING_AWAY, "server shutting down")
     try:
-        bus.publish("handle-websocket", websocket, peer)
-    except Exception:  # the bus or the plugin, not the handler
-        logger.exception("serving %s:%s failed", *peer)
-        _close_socket(websocket.sock)
-        try:
-            bus.publish("websocket-closed", websocket)
-        except Exception:
-            logger.exception("websocket-closed listener failed")
-        return
-    connection.on_teardown = released
-    websocket.start()
-
-
-def _serve(websocket: WebSocket, peer: tuple[str, int]) -> None:
-    """Run ``websocket``'s callback loop in a thread of its own, tracked by the plugin."""
-
-    def run() -> None:
-        bus = cherrypy.engine
-        try:
-            bus.publish("handle-websocket", websocket, peer)
-            websocket.run()
-        except Exception:  # run() traps handler errors; this is the bus or the plugin
-            logger.exception("serving %s:%s failed", *peer)
-        finally:
-            _close_socket(websocket.sock)
-            try:
-                bus.publish("websocket-closed", websocket)
-            except Exception:
-                logger.exception("websocket-closed listener failed")
-
-    threading.Thread(target=run, name=f"ws4web-cherrypy-{peer[0]}:{peer[1]}", daemon=True).start()
-
-
-def _close_socket(sock: Any) -> None:
-    try:
-        sock.close()
-    except OSError:  # pragma: no cover - nothing left to release
-        pass
+        bus.publish("handle-websocket", handler, pending.peer)
+    except Exception:  # a listener, not the handler
+        pending.log.exception("handle-websocket listener failed")
+    driver.start()
 
 
 class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]  # cherrypy is untyped
-    """Engine plugin: runs the reactor, tracks WebSockets, broadcasts, closes them all with 1001 on ``engine.stop``.
+    """Engine plugin: runs the loop, tracks WebSockets, broadcasts, closes them all with 1001 on ``engine.stop``."""
 
-    ``io`` is ``"reactor"`` (the default: connections share the plugin's reactor,
-    whose worker pool has up to ``max_workers`` threads) or ``"threads"`` (a
-    thread per connection).
-    """
-
-    def __init__(self, bus: Any, shutdown_timeout: float = 5.0, io: str = "reactor", max_workers: int = 64) -> None:
+    def __init__(self, bus: Any, shutdown_timeout: float = 5.0) -> None:
         super().__init__(bus)
         self.shutdown_timeout = shutdown_timeout
-        self.io = io
-        self.max_workers = max_workers
-        self._reactor: Reactor | None = None
-        self._websockets: dict[WebSocket, tuple[str, int] | None] = {}
+        self._loop: Loop | None = None
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._stopping = False
+        #: the open connections' handlers
+        self.registry = Registry()
 
     @property
-    def io(self) -> str:
-        """``"reactor"`` or ``"threads"``; read as each connection starts."""
-        return self._io
-
-    @io.setter
-    def io(self, value: str) -> None:
-        if value not in IO_MODES:
-            raise ValueError(f"io must be one of {IO_MODES}, not {value!r}")
-        self._io = value
-
-    @property
-    def reactor(self) -> Reactor | None:
-        """The reactor connections run on while the engine runs in reactor mode."""
-        return self._reactor
+    def loop(self) -> Loop | None:
+        """The loop connections run on while the engine runs."""
+        return self._loop
 
     def subscribe(self) -> None:
         super().subscribe()  # start, stop
-        self.bus.subscribe("handle-websocket", self.handle)
-        self.bus.subscribe("websocket-closed", self.discard)
         self.bus.subscribe("websocket-broadcast", self.broadcast)
-        self.bus.subscribe("websocket-reactor", self.connection_reactor)
+        self.bus.subscribe("websocket-loop", self.connection_loop)
 
     def unsubscribe(self) -> None:
         super().unsubscribe()
-        self.bus.unsubscribe("handle-websocket", self.handle)
-        self.bus.unsubscribe("websocket-closed", self.discard)
         self.bus.unsubscribe("websocket-broadcast", self.broadcast)
-        self.bus.unsubscribe("websocket-reactor", self.connection_reactor)
+        self.bus.unsubscribe("websocket-loop", self.connection_loop)
 
-    def connection_reactor(self) -> Reactor | None:
-        """The reactor a new connection runs on (started on first use); None for a thread of its own."""
-        if self._io != "reactor":
-            return None
+    def connection_loop(self) -> tuple[Loop, Registry]:
+        """The loop a new connection runs on (started on first use) and the registry it joins."""
         with self._lock:
-            if self._reactor is None:
-                if self._stopping:
-                    # The reactor is already stopped and nothing would stop a
-                    # new one: this straggler gets a thread, and handle() a 1001.
-                    return None
-                self._reactor = Reactor(max_workers=self.max_workers, name="ws4web-cherrypy-reactor").start()
-            return self._reactor
+            if self._loop is None or self._loop.stopping:
+                self._loop = Loop(name="ws4web-cherrypy").start()
+            return self._loop, self.registry
 
     @property
     def websockets(self) -> list[WebSocket]:
         """The open WebSockets, a snapshot."""
-        with self._lock:
-            return list(self._websockets)
+        return list(self.registry)
 
-    def handle(self, websocket: WebSocket, peer: tuple[str, int] | None = None) -> None:
-        """Track ``websocket`` (the ``handle-websocket`` channel, as in ws4py)."""
-        with self._lock:
-            self._websockets[websocket] = peer
-            stopping = self._stopping
-        if stopping:  # arrived while the engine stops: it goes away at once
-            websocket.close(CloseCode.GOING_AWAY, "server shutting down")
-
-    def discard(self, websocket: WebSocket) -> None:
-        """Forget ``websocket`` (the ``websocket-closed`` channel)."""
-        with self._lock:
-            self._websockets.pop(websocket, None)
-            self._idle.notify_all()
-
-    def broadcast(self, message: Any, binary: bool | None = None) -> None:
+    def broadcast(self, message: Any, binary: bool | None = None) -> int:
         """Send ``message`` to every open WebSocket; one failing peer does not stop the others."""
-        for websocket in self.websockets:
-            try:
-                websocket.send(message, binary)
-            except Exception as exc:
-                logger.debug("broadcast to %r failed: %s", websocket, exc)
+        return self.registry.broadcast(message, binary)
 
     def start(self) -> None:
-        with self._lock:
-            self._stopping = False
-        self.connection_reactor()  # reactor mode: be ready before the first upgrade
+        self.registry = Registry() if self.registry.stopping else self.registry
+        self.connection_loop()  # be ready before the first upgrade
 
     def stop(self) -> None:
-        """Close every WebSocket with 1001 and wait up to ``shutdown_timeout``; drop the rest, stop the reactor."""
+        """Close every WebSocket with 1001, wait up to ``shutdown_timeout``, drop the rest, stop the loop."""
+        self.registry.shutdown(CloseCode.GOING_AWAY, "server shutting down", self.shutdown_timeout)
         with self._lock:
-            self._stopping = True
-            targets = list(self._websockets)
-        for websocket in targets:
-            try:
-                # RFC 6455 §7.4.1: 1001, the endpoint is going away. In reactor
-                # mode this never blocks; the reactor finishes the handshake.
-                websocket.close(CloseCode.GOING_AWAY, "server shutting down")
-            except Exception as exc:
-                logger.debug("closing %r failed: %s", websocket, exc)
-        if not self._wait_idle(self.shutdown_timeout):
-            for websocket in self.websockets:
-                websocket.terminate()
-            self._wait_idle(1.0)  # only closed() is left to run
-        with self._lock:
-            reactor, self._reactor = self._reactor, None
-        if reactor is not None:
-            # Drops whatever is left (a connection that arrived during the wait)
-            # and lets queued callbacks, closed() included, finish.
-            reactor.stop(timeout=1.0)
-
-    def _wait_idle(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while self._websockets:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.stop(timeout=1.0)
 
 
 def install(engine: Any = None, **plugin_options: Any) -> WebSocketPlugin:
     """Register ``cherrypy.tools.websocket`` and subscribe a :class:`WebSocketPlugin` to ``engine``.
 
     ``engine`` defaults to ``cherrypy.engine``; ``plugin_options`` go to the
-    plugin: ``io`` (``"reactor"``, the default, or ``"threads"``), ``max_workers``
-    (the reactor's worker pool), ``shutdown_timeout``. Calling it again returns
-    the same plugin, options unchanged.
+    plugin (``shutdown_timeout``). Calling it again returns the same plugin,
+    options unchanged.
     """
     if not isinstance(getattr(cherrypy.tools, "websocket", None), WebSocketTool):
         cherrypy.tools.websocket = WebSocketTool()
@@ -602,7 +465,7 @@ def uninstall(engine: Any = None) -> None:
     """Undo :func:`install`: unsubscribe the plugin (the tool stays registered).
 
     Call it once the engine has stopped: a plugin unsubscribed while it runs
-    leaves its reactor and open connections as they are, and no longer stops them.
+    leaves its loop and open connections as they are, and no longer stops them.
     """
     bus = engine if engine is not None else cherrypy.engine
     plugin: WebSocketPlugin | None = getattr(bus, "ws4web_plugin", None)

@@ -72,6 +72,10 @@ def _wait_readable(sock: Any, timeout: float | None) -> bool:
     return bool(readable)
 
 
+def _current() -> int:
+    return id(gevent.getcurrent())
+
+
 class GeventPrimitives(Primitives):
     """:class:`~ws4web.concurrency.Primitives` made of gevent's cooperative objects."""
 
@@ -85,6 +89,7 @@ class GeventPrimitives(Primitives):
             wait_readable=_wait_readable,
             sleep=gevent.sleep,
             monotonic=time.monotonic,
+            ident=_current,
         )
 
 

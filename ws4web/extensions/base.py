@@ -34,6 +34,10 @@ class Extension:
         """Transform a frame about to be sent."""
         raise NotImplementedError
 
+    def skip_next_message(self) -> None:
+        """Leave the next message sent untransformed, where the extension allows it
+        (``send(..., compress=False)``); the default does nothing."""
+
 
 class ServerExtensionFactory:
     """Server side of negotiation: accept or decline one offer from the client."""

@@ -44,10 +44,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..drivers.selector import SelectorDriver
 from ..frames import CloseCode, Frame, Opcode
 from ..messages import Message
-from ..reactor import ReactorConnection
-from ..workers import WorkerPool
+from .pool import WorkerPool
 
 __all__ = ["Backplane", "Hub", "HubStats", "Overflow"]
 
@@ -164,7 +164,7 @@ class _Member:
         self.peak_bytes = 0
         self.dropped = 0  # by the drop_oldest policy
         # Writes to a non-blocking connection never wait: they queue in its own buffer.
-        self.reactor = isinstance(connection, ReactorConnection)
+        self.reactor = isinstance(connection, SelectorDriver)
         self.nonblocking = self.reactor or hasattr(connection, "buffered_amount")
         self.prepared = hasattr(connection, "send_prepared")
 

@@ -1,4 +1,4 @@
-"""The blocking Connection (ws4web/connection.py) over socketpairs, raw peers and TLS."""
+"""The blocking driver (ws4web/drivers/blocking.py) over socketpairs, raw peers and TLS."""
 
 from __future__ import annotations
 
@@ -12,24 +12,24 @@ from collections.abc import Iterator
 
 import pytest
 
-from ws4web import CLIENT, WebSocket, connect
-from ws4web.connection import Connection
+from ws4web import WebSocket, connect, wrap_socket
+from ws4web.drivers.blocking import BlockingDriver
 from ws4web.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from ws4web.frames import Frame, Opcode
 from ws4web.messages import BinaryMessage, Message, TextMessage
 from ws4web.protocol import Protocol, State
 
-from .conftest import (
+from ..conftest import (
     TIMEOUT,
     CountingSocket,
     EchoHandler,
     RawPeer,
     ServerFactory,
     Worker,
-    client_connection,
+    client_driver,
     close_payload,
     encode_frame,
-    server_connection,
+    server_driver,
     wait_until,
     ws_url,
 )
@@ -42,10 +42,10 @@ pytestmark = [
 
 
 @pytest.fixture
-def conns(sock_pair: tuple[socket.socket, socket.socket]) -> Iterator[tuple[Connection, Connection]]:
-    """(server, client) Connections over a socketpair."""
-    server = server_connection(sock_pair[0], close_timeout=2.0)
-    client = client_connection(sock_pair[1], close_timeout=2.0)
+def conns(sock_pair: tuple[socket.socket, socket.socket]) -> Iterator[tuple[BlockingDriver, BlockingDriver]]:
+    """(server, client) BlockingDrivers over a socketpair."""
+    server = server_driver(sock_pair[0], close_timeout=2.0)
+    client = client_driver(sock_pair[1], close_timeout=2.0)
     try:
         yield server, client
     finally:
@@ -56,7 +56,7 @@ def conns(sock_pair: tuple[socket.socket, socket.socket]) -> Iterator[tuple[Conn
 # -- messages ---------------------------------------------------------------------------------
 
 
-def test_text_and_binary_both_ways(conns: tuple[Connection, Connection]) -> None:
+def test_text_and_binary_both_ways(conns: tuple[BlockingDriver, BlockingDriver]) -> None:
     server, client = conns
     client.send_message("héllo")
     client.send_message(b"\x00\xffbin")
@@ -76,7 +76,7 @@ def test_text_and_binary_both_ways(conns: tuple[Connection, Connection]) -> None
     assert empty.data == b""
 
 
-def test_binary_flag_forces_the_type(conns: tuple[Connection, Connection]) -> None:
+def test_binary_flag_forces_the_type(conns: tuple[BlockingDriver, BlockingDriver]) -> None:
     server, client = conns
     client.send_message("as bytes", binary=True)
     client.send_message(b"ok", binary=False)
@@ -88,7 +88,7 @@ def test_binary_flag_forces_the_type(conns: tuple[Connection, Connection]) -> No
     assert server.recv_message(TIMEOUT) == TextMessage("was binary")
 
 
-def test_send_fragments_arrive_as_one_message(conns: tuple[Connection, Connection]) -> None:
+def test_send_fragments_arrive_as_one_message(conns: tuple[BlockingDriver, BlockingDriver]) -> None:
     server, client = conns
     client.send_fragments(["ab", "cd", "é"])
     client.send_fragments(iter([b"\x01", b"\x02"]))
@@ -102,7 +102,7 @@ def test_send_fragments_arrive_as_one_message(conns: tuple[Connection, Connectio
 
 def test_fragments_are_separate_frames_on_the_wire(raw_client: tuple[socket.socket, RawPeer]) -> None:
     sock, peer = raw_client
-    conn = server_connection(sock, close_timeout=1.0)
+    conn = server_driver(sock, close_timeout=1.0)
     conn.send_fragments(["one", "two", "three"])
     frames = [peer.read_frame() for _ in range(3)]
     assert [(f.opcode, f.fin, f.payload) for f in frames] == [
@@ -115,7 +115,7 @@ def test_fragments_are_separate_frames_on_the_wire(raw_client: tuple[socket.sock
 
 
 def test_client_frames_are_masked(sock_pair: tuple[socket.socket, socket.socket]) -> None:
-    conn = client_connection(sock_pair[0], close_timeout=1.0)
+    conn = client_driver(sock_pair[0], close_timeout=1.0)
     peer = RawPeer(sock_pair[1], masked=False)
     conn.send_message(b"secret")
     frame = peer.read_frame()
@@ -124,7 +124,7 @@ def test_client_frames_are_masked(sock_pair: tuple[socket.socket, socket.socket]
     conn.abort()
 
 
-def test_recv_timeout_then_message_still_arrives(conns: tuple[Connection, Connection]) -> None:
+def test_recv_timeout_then_message_still_arrives(conns: tuple[BlockingDriver, BlockingDriver]) -> None:
     server, client = conns
     with pytest.raises(TimeoutError):
         server.recv_message(timeout=0.2)
@@ -140,7 +140,7 @@ def test_recv_timeout_then_message_still_arrives(conns: tuple[Connection, Connec
 
 def test_frames_split_byte_by_byte(raw_client: tuple[socket.socket, RawPeer]) -> None:
     sock, peer = raw_client
-    conn = server_connection(sock, close_timeout=1.0)
+    conn = server_driver(sock, close_timeout=1.0)
     payload = bytes(range(256)) * 2  # 16-bit length header
     data = (
         encode_frame(Opcode.TEXT, b"frag", fin=False)
@@ -159,7 +159,7 @@ def test_frames_split_byte_by_byte(raw_client: tuple[socket.socket, RawPeer]) ->
 
 def test_many_frames_in_one_write(raw_client: tuple[socket.socket, RawPeer]) -> None:
     sock, peer = raw_client
-    conn = server_connection(sock, close_timeout=1.0)
+    conn = server_driver(sock, close_timeout=1.0)
     peer.send(b"".join(encode_frame(Opcode.TEXT, str(i).encode()) for i in range(500)))
     assert [conn.recv_message(TIMEOUT).data for _ in range(500)] == [str(i).encode() for i in range(500)]
     conn.abort()
@@ -168,7 +168,7 @@ def test_many_frames_in_one_write(raw_client: tuple[socket.socket, RawPeer]) -> 
 def test_bytes_read_past_the_handshake_are_processed(raw_client: tuple[socket.socket, RawPeer]) -> None:
     sock, peer = raw_client
     leftover = encode_frame(Opcode.PING, b"early") + encode_frame(Opcode.TEXT, b"first")
-    conn = server_connection(sock, data=leftover, close_timeout=1.0)
+    conn = server_driver(sock, data=leftover, close_timeout=1.0)
     # The pong goes out at construction, before anyone reads.
     pong = peer.read_frame()
     assert (pong.opcode, pong.payload) == (Opcode.PONG, b"early")
@@ -178,7 +178,7 @@ def test_bytes_read_past_the_handshake_are_processed(raw_client: tuple[socket.so
 
 def test_message_too_big_fails_with_1009(raw_client: tuple[socket.socket, RawPeer]) -> None:
     sock, peer = raw_client
-    conn = server_connection(sock, max_message_size=1000, close_timeout=1.0)
+    conn = server_driver(sock, max_message_size=1000, close_timeout=1.0)
     peer.send_frame(Opcode.BINARY, b"x" * 1001)
     reader = Worker(conn.recv_message, TIMEOUT)
     close = peer.read_frame()
@@ -193,7 +193,7 @@ def test_message_too_big_fails_with_1009(raw_client: tuple[socket.socket, RawPee
 # -- ping / pong ------------------------------------------------------------------------------
 
 
-def test_ping_resolved_by_pong_with_latency(conns: tuple[Connection, Connection]) -> None:
+def test_ping_resolved_by_pong_with_latency(conns: tuple[BlockingDriver, BlockingDriver]) -> None:
     server, client = conns
     waiter = server.ping(b"hello")
     assert waiter.payload == b"hello"
@@ -210,7 +210,7 @@ def test_ping_resolved_by_pong_with_latency(conns: tuple[Connection, Connection]
     assert waiter.latency >= 0
 
 
-def client_reads_nothing(client: Connection) -> bool:
+def client_reads_nothing(client: BlockingDriver) -> bool:
     """Read once with a short timeout: enough to see and answer a ping."""
     try:
         client.recv_message(0.2)
@@ -219,7 +219,7 @@ def client_reads_nothing(client: Connection) -> bool:
     return False
 
 
-def test_ping_with_random_payload(conns: tuple[Connection, Connection]) -> None:
+def test_ping_with_random_payload(conns: tuple[BlockingDriver, BlockingDriver]) -> None:
     server, client = conns
     first, second = server.ping(), server.ping()
     assert len(first.payload) == 4
@@ -235,7 +235,7 @@ def test_ping_with_random_payload(conns: tuple[Connection, Connection]) -> None:
 
 def test_one_pong_answers_every_earlier_ping(raw_client: tuple[socket.socket, RawPeer]) -> None:
     sock, peer = raw_client
-    conn = server_connection(sock, close_timeout=1.0)
+    conn = server_driver(sock, close_timeout=1.0)
     waiters = [conn.ping(p) for p in (b"1", b"2", b"3")]
     assert [peer.read_frame().payload for _ in range(3)] == [b"1", b"2", b"3"]
     # §5.5.3: a peer may answer only the latest ping it got; "2" settles "1" too, not "3".
@@ -252,17 +252,24 @@ def test_one_pong_answers_every_earlier_ping(raw_client: tuple[socket.socket, Ra
     conn.abort()
 
 
-def test_ping_and_pong_hooks(raw_client: tuple[socket.socket, RawPeer]) -> None:
+class PongRecorder(WebSocket):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.pongs: list[bytes] = []
+
+    def ponged(self, message: Message) -> None:
+        self.pongs.append(message.data)
+
+
+def test_pongs_reach_the_handler_and_pings_are_answered(raw_client: tuple[socket.socket, RawPeer]) -> None:
     sock, peer = raw_client
-    conn = server_connection(sock, close_timeout=1.0)
-    seen: list[tuple[Opcode, bytes]] = []
-    conn.on_ping = lambda frame: seen.append((frame.opcode, frame.data))
-    conn.on_pong = lambda frame: seen.append((frame.opcode, frame.data))
+    handler = wrap_socket(sock, PongRecorder, close_timeout=1.0)
+    conn = handler.connection
     peer.send_frame(Opcode.PING, b"are you there")
     peer.send_frame(Opcode.PONG, b"heartbeat")
     peer.send_frame(Opcode.TEXT, b"x")
     assert conn.recv_message(TIMEOUT) == TextMessage("x")
-    assert seen == [(Opcode.PING, b"are you there"), (Opcode.PONG, b"heartbeat")]
+    assert handler.pongs == [b"heartbeat"]
     pong = peer.read_frame()
     assert (pong.opcode, pong.payload) == (Opcode.PONG, b"are you there")
     conn.pong(b"unsolicited")
@@ -274,7 +281,7 @@ def test_ping_and_pong_hooks(raw_client: tuple[socket.socket, RawPeer]) -> None:
 # -- low-level frames ---------------------------------------------------------------------------
 
 
-def test_send_frame_and_recv_frame_unassembled(conns: tuple[Connection, Connection]) -> None:
+def test_send_frame_and_recv_frame_unassembled(conns: tuple[BlockingDriver, BlockingDriver]) -> None:
     server, client = conns
     client.send_frame(Frame(Opcode.BINARY, b"ab", fin=False))
     client.send_frame(Frame(Opcode.PING, b"ctl"))
@@ -286,7 +293,7 @@ def test_send_frame_and_recv_frame_unassembled(conns: tuple[Connection, Connecti
     assert client.recv_frame(TIMEOUT) == Frame(Opcode.PONG, b"ctl")
 
 
-def test_frame_with_rsv1_fails_the_peer_with_1002(conns: tuple[Connection, Connection]) -> None:
+def test_frame_with_rsv1_fails_the_peer_with_1002(conns: tuple[BlockingDriver, BlockingDriver]) -> None:
     server, client = conns
     client.send_frame(Frame(Opcode.TEXT, b"compressed?", rsv1=True))
     client_reader = Worker(client.recv_message, TIMEOUT)
@@ -302,7 +309,7 @@ def test_frame_with_rsv1_fails_the_peer_with_1002(conns: tuple[Connection, Conne
 
 
 def test_raw_rsv_frame_reaches_the_raw_peer(sock_pair: tuple[socket.socket, socket.socket]) -> None:
-    conn = server_connection(sock_pair[0], close_timeout=1.0)
+    conn = server_driver(sock_pair[0], close_timeout=1.0)
     peer = RawPeer(sock_pair[1])
     conn.send_frame(Frame(Opcode.BINARY, b"raw", fin=False, rsv1=True, rsv3=True))
     frame = peer.read_frame()
@@ -313,7 +320,7 @@ def test_raw_rsv_frame_reaches_the_raw_peer(sock_pair: tuple[socket.socket, sock
 # -- closing ------------------------------------------------------------------------------------
 
 
-def test_close_handshake_normal(conns: tuple[Connection, Connection]) -> None:
+def test_close_handshake_normal(conns: tuple[BlockingDriver, BlockingDriver]) -> None:
     server, client = conns
     reader = Worker(server.recv_message, TIMEOUT)
     client.close(1000, "bye")
@@ -329,7 +336,7 @@ def test_close_handshake_normal(conns: tuple[Connection, Connection]) -> None:
         client.recv_message(TIMEOUT)
 
 
-def test_close_while_another_thread_reads(conns: tuple[Connection, Connection]) -> None:
+def test_close_while_another_thread_reads(conns: tuple[BlockingDriver, BlockingDriver]) -> None:
     server, client = conns
     server_reader = Worker(server.recv_message, TIMEOUT)
     client_reader = Worker(client.recv_message, TIMEOUT)
@@ -344,7 +351,7 @@ def test_close_while_another_thread_reads(conns: tuple[Connection, Connection]) 
 
 def test_close_timeout_when_peer_never_answers(raw_client: tuple[socket.socket, RawPeer]) -> None:
     sock, peer = raw_client
-    conn = server_connection(sock, close_timeout=0.3)
+    conn = server_driver(sock, close_timeout=0.3)
     closer = Worker(conn.close)
     closer.join(TIMEOUT)  # returns once the close timeout dropped the connection
     assert conn.closed
@@ -356,7 +363,7 @@ def test_close_timeout_when_peer_never_answers(raw_client: tuple[socket.socket, 
 
 def test_close_timeout_when_peer_answers_but_keeps_tcp_open(raw_client: tuple[socket.socket, RawPeer]) -> None:
     sock, peer = raw_client
-    conn = server_connection(sock, close_timeout=0.3)
+    conn = server_driver(sock, close_timeout=0.3)
     peer.send_frame(Opcode.CLOSE, close_payload(4001, "done"))
     reader = Worker(conn.recv_message, TIMEOUT)
     echo = peer.read_frame()
@@ -369,7 +376,7 @@ def test_close_timeout_when_peer_answers_but_keeps_tcp_open(raw_client: tuple[so
 
 
 def test_client_waits_for_the_server_to_close_tcp(sock_pair: tuple[socket.socket, socket.socket]) -> None:
-    conn = client_connection(sock_pair[0], close_timeout=0.3)
+    conn = client_driver(sock_pair[0], close_timeout=0.3)
     peer = RawPeer(sock_pair[1], masked=False)
     closer = Worker(conn.close)
     assert peer.read_frame().close_code == 1000
@@ -382,7 +389,7 @@ def test_client_waits_for_the_server_to_close_tcp(sock_pair: tuple[socket.socket
 
 def test_abort_drops_tcp_without_close_frame(raw_client: tuple[socket.socket, RawPeer]) -> None:
     sock, peer = raw_client
-    conn = server_connection(sock, close_timeout=1.0)
+    conn = server_driver(sock, close_timeout=1.0)
     reader = Worker(conn.recv_message, TIMEOUT)
     conn.abort()
     assert peer.at_eof()
@@ -395,7 +402,7 @@ def test_abort_drops_tcp_without_close_frame(raw_client: tuple[socket.socket, Ra
 
 def test_peer_gone_mid_frame_is_1006(raw_client: tuple[socket.socket, RawPeer]) -> None:
     sock, peer = raw_client
-    conn = server_connection(sock, close_timeout=1.0)
+    conn = server_driver(sock, close_timeout=1.0)
     frame = encode_frame(Opcode.BINARY, b"x" * 300)
     peer.send(frame[:100])
     peer.sock.close()
@@ -410,7 +417,7 @@ def test_peer_reset_is_1006() -> None:
     listener.settimeout(TIMEOUT)
     with listener, socket.create_connection(listener.getsockname(), timeout=TIMEOUT) as peer:
         accepted, _ = listener.accept()
-        conn = server_connection(accepted, close_timeout=1.0)
+        conn = server_driver(accepted, close_timeout=1.0)
         peer.sendall(encode_frame(Opcode.TEXT, b"x" * 50)[:10])
         # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -422,7 +429,7 @@ def test_peer_reset_is_1006() -> None:
 
 
 def test_send_to_a_vanished_peer_raises_connection_closed(sock_pair: tuple[socket.socket, socket.socket]) -> None:
-    conn = server_connection(sock_pair[0], close_timeout=1.0)
+    conn = server_driver(sock_pair[0], close_timeout=1.0)
     sock_pair[1].close()
     with pytest.raises(ConnectionClosed):
         for _ in range(100):  # the first write may still land in the kernel buffer
@@ -457,7 +464,7 @@ def slow_chunks(data: bytes, size: int) -> Iterator[bytes]:
         yield data[i : i + size]
 
 
-def test_many_threads_sending_at_once(conns: tuple[Connection, Connection]) -> None:
+def test_many_threads_sending_at_once(conns: tuple[BlockingDriver, BlockingDriver]) -> None:
     server, client = conns
     received: list[Message] = []
 
@@ -501,9 +508,9 @@ def test_many_threads_sending_at_once(conns: tuple[Connection, Connection]) -> N
 
 
 @pytest.fixture
-def tls_conns(tls_pair: tuple[ssl.SSLSocket, ssl.SSLSocket]) -> Iterator[tuple[Connection, Connection]]:
-    server = server_connection(tls_pair[0], close_timeout=2.0)
-    client = client_connection(tls_pair[1], close_timeout=2.0)
+def tls_conns(tls_pair: tuple[ssl.SSLSocket, ssl.SSLSocket]) -> Iterator[tuple[BlockingDriver, BlockingDriver]]:
+    server = server_driver(tls_pair[0], close_timeout=2.0)
+    client = client_driver(tls_pair[1], close_timeout=2.0)
     try:
         yield server, client
     finally:
@@ -511,7 +518,7 @@ def tls_conns(tls_pair: tuple[ssl.SSLSocket, ssl.SSLSocket]) -> Iterator[tuple[C
         client.abort()
 
 
-def test_tls_echo_and_close(tls_conns: tuple[Connection, Connection]) -> None:
+def test_tls_echo_and_close(tls_conns: tuple[BlockingDriver, BlockingDriver]) -> None:
     server, client = tls_conns
     client.send_message("over TLS")
     client.send_fragments([b"a", b"b", b"c"])
@@ -526,7 +533,7 @@ def test_tls_echo_and_close(tls_conns: tuple[Connection, Connection]) -> None:
     assert server.close_code == 1000
 
 
-def test_tls_one_mebibyte_both_ways(tls_conns: tuple[Connection, Connection]) -> None:
+def test_tls_one_mebibyte_both_ways(tls_conns: tuple[BlockingDriver, BlockingDriver]) -> None:
     server, client = tls_conns
     big = bytes(range(256)) * 4096  # exactly 1 MiB: the default max_message_size
     sender = Worker(client.send_message, big)
@@ -542,7 +549,7 @@ def test_tls_one_mebibyte_both_ways(tls_conns: tuple[Connection, Connection]) ->
 
 
 def test_tls_frames_one_byte_per_record(tls_pair: tuple[ssl.SSLSocket, ssl.SSLSocket]) -> None:
-    conn = server_connection(tls_pair[0], close_timeout=1.0)
+    conn = server_driver(tls_pair[0], close_timeout=1.0)
     peer = RawPeer(tls_pair[1])
     data = encode_frame(Opcode.TEXT, b"tiny ", fin=False) + encode_frame(Opcode.CONTINUATION, b"records")
     writer = Worker(peer.send_slowly, data, 0.001)  # each sendall() on TLS is one record
@@ -554,7 +561,7 @@ def test_tls_frames_one_byte_per_record(tls_pair: tuple[ssl.SSLSocket, ssl.SSLSo
 def test_tls_pending_bytes_are_not_missed_with_a_timeout(tls_pair: tuple[ssl.SSLSocket, ssl.SSLSocket]) -> None:
     # Small reads leave most of a TLS record decrypted inside the SSL object, where
     # poll() cannot see it; recv(timeout) must still find those bytes.
-    conn = server_connection(tls_pair[0], close_timeout=1.0, recv_size=100)
+    conn = server_driver(tls_pair[0], close_timeout=1.0, recv_size=100)
     peer = RawPeer(tls_pair[1])
     frames = b"".join(encode_frame(Opcode.BINARY, bytes([i]) * 1500) for i in range(5))
     assert len(frames) < 16384  # one record
@@ -565,7 +572,7 @@ def test_tls_pending_bytes_are_not_missed_with_a_timeout(tls_pair: tuple[ssl.SSL
 
 
 def test_tls_close_ends_with_close_notify(tls_pair: tuple[ssl.SSLSocket, ssl.SSLSocket]) -> None:
-    conn = server_connection(tls_pair[0], close_timeout=1.0)
+    conn = server_driver(tls_pair[0], close_timeout=1.0)
     tls_pair[1].suppress_ragged_eofs = False  # type: ignore[attr-defined]  # a strict TLS peer: EOF without close_notify is an error
     peer = RawPeer(tls_pair[1])
     peer.send_frame(Opcode.CLOSE, close_payload(1000))
@@ -579,7 +586,7 @@ def test_tls_close_ends_with_close_notify(tls_pair: tuple[ssl.SSLSocket, ssl.SSL
 
 
 def test_connection_logs_nothing_on_a_clean_exchange(
-    conns: tuple[Connection, Connection], caplog: pytest.LogCaptureFixture
+    conns: tuple[BlockingDriver, BlockingDriver], caplog: pytest.LogCaptureFixture
 ) -> None:
     server, client = conns
     with caplog.at_level(logging.WARNING, logger="ws4web"):
@@ -616,7 +623,7 @@ def test_ping_wait_leaves_reading_to_the_reader(make_server: ServerFactory) -> N
 
 def test_ping_wait_times_out_without_a_pong(sock_pair: tuple[socket.socket, socket.socket]) -> None:
     a, _b = sock_pair  # the peer never answers
-    connection = Connection(a, Protocol(CLIENT), close_timeout=0.1)
+    connection = client_driver(a, close_timeout=0.1)
     assert not connection.ping(b"p3").wait(0.05)
 
 
@@ -628,7 +635,7 @@ def burst(count: int) -> bytes:
 def test_pull_style_code_is_never_held_back(sock_pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = sock_pair
     counting = CountingSocket(a)
-    server = WebSocket(counting, close_timeout=2.0)
+    server = wrap_socket(counting, close_timeout=2.0)
     peer = RawPeer(b)
     b.sendall(burst(3))
     first = server.recv(TIMEOUT)
@@ -648,7 +655,7 @@ class CloseOnFirst(WebSocket):
 
 def test_a_close_or_ping_amid_a_burst_is_not_held(sock_pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = sock_pair
-    server = CloseOnFirst(a, close_timeout=2.0)
+    server = wrap_socket(a, CloseOnFirst, close_timeout=2.0)
     runner = Worker(server.run)
     peer = RawPeer(b)
     b.sendall(burst(20))
