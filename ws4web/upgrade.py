@@ -19,6 +19,7 @@ from .accept import AcceptPolicy, check_handler_class, log_refusal, new_protocol
 from .concurrency import THREADING, Primitives
 from .drivers.base import end_write_side
 from .drivers.blocking import BlockingDriver
+from .drivers.selector import Loop, SelectorDriver
 from .exceptions import InvalidHandshake, InvalidMessage
 from .extensions.base import ClientExtensionFactory, Extension
 from .handshake import Accepted, check_response, client_request, generate_key
@@ -281,6 +282,7 @@ def wrap_socket(
     extensions: Sequence[Extension] = (),
     environ: Mapping[str, Any] | None = None,
     primitives: Primitives = THREADING,
+    loop: Loop | None = None,
     log: ConnectionLog | None = None,
     **options: Any,
 ) -> W:
@@ -288,6 +290,8 @@ def wrap_socket(
 
     ``side`` is this end's (a client masks its frames); ``data`` the bytes read
     past the handshake; ``options`` the limits and the handler's own arguments.
+    The blocking driver runs it (``primitives`` for gevent), or with ``loop`` a
+    :class:`~ws4web.drivers.selector.Loop` does: then call ``start()`` on the result.
     """
     limits = split_limits(options)
     heartbeat = options.pop("heartbeat_freq", None)
@@ -300,13 +304,13 @@ def wrap_socket(
         heartbeat_freq=heartbeat,
         **options,
     )
-    driver = BlockingDriver(
-        sock,
-        new_protocol(side, limits, list(extensions), data),
-        log if log is not None else connection_log(logger, sock, None),
-        limits=limits,
-        primitives=primitives,
-    )
+    protocol = new_protocol(side, limits, list(extensions), data)
+    log = log if log is not None else connection_log(logger, sock, None)
+    driver: BlockingDriver | SelectorDriver
+    if loop is not None:
+        driver = SelectorDriver(sock, protocol, log, loop, limits=limits)
+    else:
+        driver = BlockingDriver(sock, protocol, log, limits=limits, primitives=primitives)
     handler.bind(driver)
     return handler
 
