@@ -57,7 +57,7 @@ class WebSocketServer:
     def __init__(
         self,
         handler_cls: type[WebSocket] = WebSocket,
-        host: str = "127.0.0.1",
+        host: str | None = "127.0.0.1",
         port: int = 0,
         *,
         ssl_context: ssl.SSLContext | None = None,
@@ -68,10 +68,12 @@ class WebSocketServer:
         self.policy = AcceptPolicy.from_options(handler_cls, options)
         self.handler_cls = handler_cls
         self.ssl_context = ssl_context
-        if sock is None:
+        if sock is None and host is not None:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.create_server((host, port), family=family, backlog=backlog)
-        sock.setblocking(False)
+        if sock is not None:
+            sock.setblocking(False)
+        #: the listening socket; None with ``host=None`` (connections come through serve_socket())
         self.socket = sock
         #: the open connections' handlers (broadcast, shutdown)
         self.registry = Registry()
@@ -84,11 +86,13 @@ class WebSocketServer:
 
     @property
     def address(self) -> tuple[Any, ...]:
+        if self.socket is None:
+            raise RuntimeError("this server does not listen (host=None)")
         return tuple(self.socket.getsockname())
 
     @property
     def port(self) -> int:
-        return int(self.socket.getsockname()[1])
+        return int(self.address[1])
 
     @property
     def websockets(self) -> set[WebSocket]:
@@ -110,8 +114,19 @@ class WebSocketServer:
                 return self
             self._listening = True
         self.loop.start()
-        self.loop.call_soon(lambda: self.loop.register(self.socket, selectors.EVENT_READ, _Listener(self)))
+        listener = self.socket
+        if listener is not None:
+            self.loop.call_soon(lambda: self.loop.register(listener, selectors.EVENT_READ, _Listener(self)))
         return self
+
+    def serve_socket(self, sock: socket.socket, address: Any = None) -> None:
+        """Serve one connection accepted elsewhere (socket activation, inetd, a
+        socketpair in tests): its TLS and HTTP handshake, then its WebSocket."""
+        self.start()
+        if self._stopping.is_set():
+            sock.close()
+            return
+        self.loop.call_soon(_Handshake(self, sock, address).begin)
 
     def serve_forever(self) -> None:
         """Accept connections until :meth:`shutdown` (from another thread or a signal handler)."""
@@ -147,14 +162,16 @@ class WebSocketServer:
 
                 self.loop.call_soon(stop_listening)
                 done.wait(timeout)
-            self.socket.close()
+            if self.socket is not None:
+                self.socket.close()
             self.registry.shutdown(code, reason, timeout)
             self.loop.stop(timeout=1.0)
         finally:
             self._stopped.set()
 
     def _stop_listening(self) -> None:
-        self.loop.unregister(self.socket)
+        if self.socket is not None:
+            self.loop.unregister(self.socket)
         for handshake in list(self._handshakes):
             handshake.drop()
 
@@ -169,6 +186,7 @@ class _Listener(IOHandler):
 
     def on_io(self, mask: int) -> bool:
         server = self.server
+        assert server.socket is not None
         for _ in range(64):  # drain the backlog, but let the connections get a word in
             try:
                 sock, addr = server.socket.accept()
@@ -185,7 +203,8 @@ class _Listener(IOHandler):
         return True
 
     def on_error(self) -> None:
-        self.server.loop.unregister(self.server.socket)
+        if self.server.socket is not None:
+            self.server.loop.unregister(self.server.socket)
 
 
 class _Handshake(IOHandler):
