@@ -168,7 +168,7 @@ def connect(
 
             runner = threading.Thread(target=serve, name="ws4web-testing", daemon=True)
             runner.start()
-        client = connect_socket(
+        client: WebSocket = connect_socket(
             client_end,
             "testserver",
             path,
