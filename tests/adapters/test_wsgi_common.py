@@ -333,7 +333,8 @@ def make_recorder(events: queue.Queue[tuple[str, Any]]) -> type[WebSocket]:
                             "subprotocol": self.subprotocol,
                             "script_name": environ.get("SCRIPT_NAME"),
                             "path_info": environ.get("PATH_INFO"),
-                            "primitives": type(self.connection.primitives).__name__,
+                            "driver": type(self.connection).__name__,
+                            "primitives": type(getattr(self.connection, "primitives", None)).__name__,
                         }
                     )
                 )

@@ -21,6 +21,7 @@ from typing import Any
 from ..accept import AcceptPolicy, Registry, log_refusal, unexpected_error
 from ..concurrency import Primitives
 from ..drivers.blocking import BlockingDriver
+from ..drivers.selector import Loop, SelectorDriver
 from ..exceptions import InvalidHandshake
 from ..extensions.base import ServerExtensionFactory
 from ..frames import CloseCode
@@ -104,11 +105,14 @@ class Takeover:
     frames, maybe), ``write`` sends raw bytes (the 101), ``detach()`` tells the
     server it must neither answer, reuse nor close the connection, and
     ``primitives`` are the concurrency primitives fitting the server's model.
-    ``close()`` releases the socket and the server's reader once the WebSocket
-    is done.
+    With ``loop``, the server lets the connection go entirely: it runs on that
+    selector loop and the server's thread is free at once (wsgiref); without,
+    it runs in the server's thread or greenlet until it ends (gevent, Werkzeug,
+    gunicorn, cheroot), and ``close()`` releases the socket and the server's
+    reader then.
     """
 
-    __slots__ = ("_detach", "data", "primitives", "reader", "sock", "write")
+    __slots__ = ("_detach", "data", "loop", "primitives", "reader", "sock", "write")
 
     def __init__(
         self,
@@ -118,6 +122,7 @@ class Takeover:
         detach: Callable[[], None],
         primitives: Primitives,
         reader: Any = None,
+        loop: Loop | None = None,
     ) -> None:
         self.sock = sock
         self.data = data
@@ -125,14 +130,16 @@ class Takeover:
         self._detach = detach
         self.primitives = primitives
         self.reader = reader
+        self.loop = loop
 
     def detach(self) -> None:
         self._detach()
 
     def close(self) -> None:
+        """Release the server's reader, and the socket unless a loop runs it now."""
         # A socket with an open makefile() reader only really closes with the
         # reader, so close both (the WebSocket usually closed the socket already).
-        for closable in (self.reader, self.sock):
+        for closable in (self.reader, None if self.loop is not None else self.sock):
             if closable is None:
                 continue
             try:
@@ -217,8 +224,9 @@ class WebSocketWSGIApplication:
     (the accept policy, the limits, and keywords for ``handler_cls``), checked
     here. The primitives are the server's (gevent's under gevent).
 
-    It runs the WebSocket in the server's own thread or greenlet for that
-    connection, and returns only when the connection is over. It needs a server
+    It runs the WebSocket on the server's selector loop where the server lets
+    its connections go (wsgiref), else in the server's own thread or greenlet
+    for that connection, returning when the connection is over. It needs a server
     registered with :func:`register_server` (use the request handler classes of
     :mod:`ws4web.adapters.gevent` or :mod:`ws4web.adapters.wsgiref`); elsewhere
     it answers 501 (as the middleware does). Refusals are ordinary WSGI responses.
@@ -282,23 +290,32 @@ class WebSocketWSGIApplication:
         except OSError as exc:
             log.info("client left before the 101 went out: %s", exc)
             return
+        protocol = self.policy.new_protocol(accepted, takeover.data)
+        registry = self.registry
+        if takeover.loop is not None:
+            # The server let the connection go: it runs on the loop, and the
+            # server's thread returns now (no thread per WebSocket).
+            on_loop = SelectorDriver(takeover.sock, protocol, log, takeover.loop, limits=self.policy.limits)
+            handler.bind(on_loop, request)
+            log.debug("opened %s", request.path)
+            on_loop.on_ended = lambda: registry.discard(handler)
+            if not registry.add(handler):  # started while shutting down: say goodbye at once
+                handler.close(CloseCode.GOING_AWAY, "server shutting down")
+            on_loop.start()
+            return
         driver = BlockingDriver(
-            takeover.sock,
-            self.policy.new_protocol(accepted, takeover.data),
-            log,
-            limits=self.policy.limits,
-            primitives=takeover.primitives,
+            takeover.sock, protocol, log, limits=self.policy.limits, primitives=takeover.primitives
         )
         handler.bind(driver, request)
         log.debug("opened %s", request.path)
-        if not self.registry.add(handler):  # started while shutting down: say goodbye at once
+        if not registry.add(handler):  # started while shutting down: say goodbye at once
             handler.close(CloseCode.GOING_AWAY, "server shutting down")
         try:
             handler.run()
         except Exception:  # run() already guards the callbacks; this is the I/O itself
             log.exception("WebSocket %s failed", self.handler_cls.__name__)
         finally:
-            self.registry.discard(handler)
+            registry.discard(handler)
 
     def broadcast(self, payload: Any, binary: bool | None = None) -> int:
         """Send one message to every open WebSocket; returns how many took it."""

@@ -7,10 +7,10 @@
     server = make_server("127.0.0.1", 9000, WebSocketWSGIApplication(handler_cls=Chat))
     server.serve_forever()
 
-Each connection gets its own thread (``ThreadingMixIn``); an upgraded one keeps
-it for the WebSocket's whole life. Plain WSGI requests work as with
-``wsgiref.simple_server``, so the app can sit beside a site under a
-:class:`PathDispatcher`.
+Each HTTP request gets a thread of its own (``ThreadingMixIn``); an upgraded
+connection leaves it at once and runs on the server's selector loop. Plain WSGI
+requests work as with ``wsgiref.simple_server``, so the app can sit beside a
+site under a :class:`PathDispatcher`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from __future__ import annotations
 import logging
 import socket
 import socketserver
+import threading
 from collections.abc import Mapping
 from typing import Any
 from wsgiref.handlers import BaseHandler
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from ..concurrency import THREADING
+from ..drivers.selector import Loop
 from ._wsgi import PathDispatcher, Takeover, WebSocketWSGIApplication, buffered_bytes, register_server
 
 __all__ = [
@@ -108,19 +110,62 @@ class WebSocketWSGIRequestHandler(WSGIRequestHandler):
         handler.run(self.server.get_app())  # type: ignore[attr-defined]
 
     def detach_connection(self) -> None:
-        """The application took the socket: answer nothing after it returns."""
+        """The application took the socket: answer nothing after it returns, and
+        leave the socket open (it runs on the server's loop now)."""
         self.detached = True
         self.close_connection = True
+        server = self.server
+        if isinstance(server, WebSocketWSGIServer):
+            server.detached(self.connection)
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.info("%s - %s", self.address_string(), format % args)
 
 
 class WebSocketWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """wsgiref's server with a thread per connection (a WebSocket holds its thread)."""
+    """wsgiref's server with a thread per HTTP request; WebSockets run on its selector loop.
+
+    An upgraded connection leaves its request thread at once: the server keeps
+    one :class:`~ws4web.drivers.selector.Loop` (started on the first upgrade,
+    stopped by ``server_close()``), so a thousand WebSockets are not a thousand
+    threads queueing for the GIL.
+    """
 
     daemon_threads = True  # an unfinished connection must not keep the process alive
     request_queue_size = 128
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loop: Loop | None = None
+        self._loop_lock = threading.Lock()
+        self._detached: set[Any] = set()
+
+    @property
+    def loop(self) -> Loop:
+        """The loop upgraded connections run on."""
+        with self._loop_lock:
+            if self._loop is None or self._loop.stopping:
+                self._loop = Loop(name="ws4web-wsgiref").start()
+            return self._loop
+
+    def detached(self, request: Any) -> None:
+        """``request`` (a socket) belongs to a WebSocket now: never shut it down here."""
+        self._detached.add(request)
+
+    def shutdown_request(self, request: Any) -> None:
+        if request in self._detached:
+            self._detached.discard(request)
+            return
+        super().shutdown_request(request)
+
+    def server_close(self) -> None:
+        """Stop listening and drop what still runs on the loop (call ``app.shutdown()``
+        first for a 1001 to each client)."""
+        super().server_close()
+        with self._loop_lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.stop(timeout=1.0)
 
 
 class WebSocketWSGIServer6(WebSocketWSGIServer):
@@ -132,7 +177,9 @@ def _takeover(environ: Mapping[str, Any]) -> Takeover:
     sock = handler.connection
     rfile = handler.rfile
     data = buffered_bytes(rfile, sock)  # also clears the request timeout
-    return Takeover(sock, data, sock.sendall, handler.detach_connection, THREADING, reader=rfile)
+    server = handler.server
+    loop = server.loop if isinstance(server, WebSocketWSGIServer) else None
+    return Takeover(sock, data, sock.sendall, handler.detach_connection, THREADING, reader=rfile, loop=loop)
 
 
 # wsgiref asserts that applications send no hop-by-hop headers.

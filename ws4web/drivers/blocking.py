@@ -161,11 +161,21 @@ class BlockingDriver(DriverBase):
         When another thread reads (``run()``, a blocked ``recv()``), that thread
         completes the handshake; it bounds its wait by ``close_timeout``.
         """
-        with self._lock:
+        # A sender blocked in a write to a peer that stopped reading holds _lock: past
+        # close_timeout the peer is not going to read our close frame either.
+        timeout = self.limits.close_timeout
+        locked = self._lock.acquire() if timeout is None else self._lock.acquire(timeout=timeout)
+        if not locked:
+            self._log.debug("a write is stuck: dropping the connection instead of closing it")
+            self.abort()
+            return
+        try:
             if self.protocol.state is State.OPEN:
                 self.protocol.send_close(code, reason)
                 self._cork = None
                 self._flush()
+        finally:
+            self._lock.release()
         self._finish_closing()
 
     def _finish_closing(self) -> None:
@@ -180,6 +190,11 @@ class BlockingDriver(DriverBase):
 
     def abort(self) -> None:
         """Drop the TCP connection now, without a closing handshake."""
+        # First unblock a sender stuck in a write (it holds _lock): its write fails.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, ValueError):
+            pass
         with self._lock:
             self.protocol.receive_eof()
             self.protocol.data_to_send()
