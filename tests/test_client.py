@@ -7,14 +7,23 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
 from ws4web import WebSocket, WebSocketClient, WebSocketServer, connect
 from ws4web.auth import basic_auth
 from ws4web.client import WebSocketURL, parse_url
-from ws4web.exceptions import ConnectionClosedError, InvalidRedirect, InvalidStatus, InvalidURI
+from ws4web.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    InvalidHandshake,
+    InvalidRedirect,
+    InvalidStatus,
+    InvalidURI,
+)
+from ws4web.extensions.base import ClientExtensionFactory, Extension, ExtensionParams
+from ws4web.handshake import accept_key
 from ws4web.http11 import Headers, Request, Response
 from ws4web.messages import BinaryMessage, Message, TextMessage
 
@@ -48,6 +57,12 @@ pytestmark = [
         ("ws://alice:s3cret@example.com/", WebSocketURL(False, "example.com", 80, "/", ("alice", "s3cret"))),
         ("ws://al%40ice:p%3Ass@example.com/", WebSocketURL(False, "example.com", 80, "/", ("al@ice", "p:ss"))),
         ("ws://bob@example.com/", WebSocketURL(False, "example.com", 80, "/", ("bob", ""))),
+        # Whatever RFC 3986 does not allow in a path or query is percent-encoded (UTF-8).
+        ("ws://example.com/a b?q=x y", WebSocketURL(False, "example.com", 80, "/a%20b?q=x%20y", None)),
+        ("ws://example.com/nul\x00vt\x0b", WebSocketURL(False, "example.com", 80, "/nul%00vt%0B", None)),
+        ("ws://example.com/caf\xe9", WebSocketURL(False, "example.com", 80, "/caf%C3%A9", None)),
+        ("ws://example.com/?a=[1]&b=%41", WebSocketURL(False, "example.com", 80, "/?a=%5B1%5D&b=%41", None)),
+        ("ws://b\xfccher.example/", WebSocketURL(False, "xn--bcher-kva.example", 80, "/", None)),  # IDNA
     ],
 )
 def test_parse_url(url: str, expected: WebSocketURL) -> None:
@@ -81,11 +96,20 @@ def test_host_header(url: str, host_header: str) -> None:
         "ws:///no-host",
         "ws://example.com:99999/",
         "ws://example.com:port/",
+        "ws://example.com:0/",
+        "ws://exa mple.com/",  # a host that would break the Host header
+        "ws://exa\x0bmple.com/",
+        "ws://a\x00b/",
+        "ws://a\r\nX-Injected: 1/",
+        "ws://exa%20mple.com/",
+        "ws://[::1/",
+        "ws://alice:SECRET@example.com:port/?token=SECRET",
     ],
 )
 def test_parse_url_refuses(url: str) -> None:
-    with pytest.raises(InvalidURI):
+    with pytest.raises(InvalidURI) as info:
         parse_url(url)
+    assert "SECRET" not in str(info.value)  # messages show the URL redacted
 
 
 def test_connect_and_client_refuse_bad_urls_before_connecting() -> None:
@@ -519,3 +543,311 @@ def test_callback_client_and_redirect_through_a_proxy(proxy: ConnectProxy, make_
 def test_wss_through_an_https_proxy_is_refused_clearly() -> None:
     with pytest.raises(InvalidURI, match="https:// proxy"):
         connect("wss://127.0.0.1:9/", proxy="https://127.0.0.1:9", timeout=TIMEOUT)
+
+
+# -- a client that cannot be made to inject ---------------------------------------------------------------
+
+
+class ScriptedServer:
+    """A raw HTTP server on 127.0.0.1 that records each request head byte for byte and answers
+    connection number ``n`` with ``script(n, head)``: ``(answer, then)``, where ``then`` is
+    ``"close"`` (send a 1000 close frame and wait for the client's), or ``"drop"`` (close TCP).
+    """
+
+    def __init__(self, script: Callable[[int, bytes], tuple[bytes, str]]) -> None:
+        self.script = script
+        self.heads: list[bytes] = []
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.port = int(self.listener.getsockname()[1])
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._accept, name="test-scripted-server", daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/", userinfo: str = "", host: str = "127.0.0.1") -> str:
+        return f"ws://{userinfo}{host}:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                try:
+                    self._serve(conn)
+                except OSError:
+                    pass  # the client went away
+                except BaseException as exc:
+                    self.errors.append(exc)
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(TIMEOUT)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        head = data.partition(b"\r\n\r\n")[0]
+        self.heads.append(head)
+        answer, then = self.script(len(self.heads) - 1, head)
+        conn.sendall(answer)
+        if then == "close":
+            conn.sendall(b"\x88\x02\x03\xe8")  # close 1000, unmasked: server to client
+            while conn.recv(4096):  # the client's close frame, then its end of TCP
+                pass
+
+    def request_line(self, index: int = 0) -> bytes:
+        return self.heads[index].split(b"\r\n", 1)[0]
+
+    def headers(self, index: int = 0) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for line in self.heads[index].decode("latin-1").split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            found.setdefault(name.strip().lower(), []).append(value.strip())
+        return found
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(TIMEOUT)
+        self.listener.close()
+        assert not self.thread.is_alive(), "the scripted server did not stop"
+        assert not self.errors, f"the scripted server failed: {self.errors!r}"
+
+
+def switching(head: bytes) -> bytes:
+    """A 101 answer to the upgrade request ``head``."""
+    key = next(
+        line.split(b":", 1)[1].strip().decode()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    return (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
+    ).encode()
+
+
+def status(code: int, *headers: tuple[str, str]) -> bytes:
+    lines = [f"HTTP/1.1 {code} Scripted", "Content-Length: 0", *(f"{k}: {v}" for k, v in headers)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def accept_all(index: int, head: bytes) -> tuple[bytes, str]:
+    return switching(head), "close"
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[[Callable[[int, bytes], tuple[bytes, str]]], ScriptedServer]]:
+    """``scripted(script)`` starts a ScriptedServer; all are closed at teardown."""
+    started: list[ScriptedServer] = []
+
+    def start(script: Callable[[int, bytes], tuple[bytes, str]]) -> ScriptedServer:
+        server = ScriptedServer(script)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+Scripted = Callable[[Callable[[int, bytes], tuple[bytes, str]]], ScriptedServer]
+
+
+def open_and_close(url: str, **options: object) -> None:
+    ws = connect(url, timeout=TIMEOUT, close_timeout=2.0, **options)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(ConnectionClosed):
+            ws.recv(TIMEOUT)  # the scripted close
+    finally:
+        ws.close()
+
+
+class Offer(ClientExtensionFactory):
+    def __init__(self, name: str, params: ExtensionParams) -> None:
+        self.name = name
+        self.params = params
+
+    def get_request_params(self) -> ExtensionParams:
+        return self.params
+
+    def process_response_params(self, params: ExtensionParams, accepted: Sequence[Extension]) -> Extension:
+        raise AssertionError("never accepted in these tests")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"protocols": ["chat\r\nCookie: session=SECRET"]},
+        {"protocols": ["chat, admin"]},
+        {"protocols": ["chat token"]},
+        {"protocols": "chat"},  # a string, not a list
+        {"extensions": [Offer("x", [("a", "1\r\nX-Injected: 1")])]},
+        {"extensions": [Offer("x\r\nX-Injected: 1", [])]},
+        {"headers": {"X-Token": "SECRET\r\nX-Injected: 1"}},
+        {"headers": [("X Bad", "1")]},
+        {"forward_headers": ["X Bad"]},
+        {"forward_headers": "X-Token"},  # a string, not a list
+    ],
+)
+def test_injection_is_refused_before_any_byte_is_sent(scripted: Scripted, options: dict[str, object]) -> None:
+    server = scripted(accept_all)
+    with pytest.raises(ValueError) as info:
+        connect(server.url(), timeout=TIMEOUT, **options)  # type: ignore[arg-type]
+    assert "SECRET" not in str(info.value)
+    # Not even a TCP connection: none was accepted, none waits in the backlog.
+    server.stop.set()
+    server.thread.join(TIMEOUT)
+    server.listener.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        server.listener.accept()[0].close()
+    assert server.connections == 0 and server.heads == []
+
+
+def test_callback_client_refuses_injection_before_connecting(scripted: Scripted) -> None:
+    server = scripted(accept_all)
+    client = WebSocketClient(server.url(), protocols=["a\r\nX-Injected: 1"])
+    with pytest.raises(ValueError, match="subprotocol"):
+        client.connect()
+    assert server.heads == []
+    server.close()
+    assert server.connections == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "on_the_wire"),
+    [
+        ("/a b", b"/a%20b"),
+        ("/nul\x00", b"/nul%00"),
+        ("/vt\x0b", b"/vt%0B"),
+        ("/caf\xe9?q=\u20ac", b"/caf%C3%A9?q=%E2%82%AC"),
+        ("/x\r\nX-Injected: 1", b"/x%0D%0AX-Injected:%201"),
+        ("/a HTTP/1.0\r\n\r\nGET /smuggled", b"/a%20HTTP/1.0%0D%0A%0D%0AGET%20/smuggled"),
+    ],
+)
+def test_request_paths_are_percent_encoded_on_the_wire(scripted: Scripted, path: str, on_the_wire: bytes) -> None:
+    server = scripted(accept_all)
+    open_and_close(server.url(path))
+    assert server.request_line() == b"GET " + on_the_wire + b" HTTP/1.1"
+    assert len(server.heads) == 1 and b"X-Injected" not in server.heads[0].split(b"\r\n", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("location", "on_the_wire"),
+    [
+        ("/next path", b"/next%20path"),
+        ("/tab\tx", b"/tab%09x"),  # urllib would silently drop a tab
+        ("/caf\xe9", b"/caf%E9"),  # the byte the server sent (0xE9), not a re-encoding of it
+        ("/caf\xc3\xa9", b"/caf%C3%A9"),  # UTF-8 bytes as the server sent them
+        ('/q?a="1"&b=<2>', b"/q?a=%221%22&b=%3C2%3E"),
+    ],
+)
+def test_redirect_targets_are_percent_encoded_on_the_wire(
+    scripted: Scripted, location: str, on_the_wire: bytes
+) -> None:
+    def script(index: int, head: bytes) -> tuple[bytes, str]:
+        if index == 0:
+            return status(302, ("Location", location)), "drop"
+        return switching(head), "close"
+
+    server = scripted(script)
+    open_and_close(server.url("/start"))
+    assert server.request_line(1) == b"GET " + on_the_wire + b" HTTP/1.1"
+
+
+@pytest.mark.parametrize("location", ["/nul\x00", "/vt\x0bx", "/del\x7f"])
+def test_redirect_with_control_characters_is_refused(scripted: Scripted, location: str) -> None:
+    # RFC 9110 §5.5: no CTL in a field value; the response parser refuses it before any redirect logic.
+    server = scripted(lambda index, head: (status(302, ("Location", location)), "drop"))
+    with pytest.raises(InvalidHandshake, match="invalid characters in header Location"):
+        connect(server.url(), timeout=TIMEOUT)
+    assert len(server.heads) == 1
+
+
+def test_redirect_to_a_host_that_would_break_the_request_is_refused(scripted: Scripted) -> None:
+    server = scripted(lambda index, head: (status(302, ("Location", "ws://exa mple.com/")), "drop"))
+    with pytest.raises(InvalidRedirect, match="redirect to"):
+        connect(server.url(), timeout=TIMEOUT)
+    assert len(server.heads) == 1
+
+
+CREDENTIAL_HEADERS = [
+    ("Authorization", "Bearer SECRET-1"),
+    ("Cookie", "session=SECRET-2"),
+    ("Proxy-Authorization", "Basic SECRET-3"),
+    ("X-Api-Key", "SECRET-4"),
+    ("User-Agent", "tests"),
+    ("Origin", "https://app.example"),
+]
+
+
+def redirect_once(to: str) -> Callable[[int, bytes], tuple[bytes, str]]:
+    def script(index: int, head: bytes) -> tuple[bytes, str]:
+        if b" /start " in head.split(b"\r\n", 1)[0]:
+            return status(307, ("Location", to)), "drop"
+        return switching(head), "close"
+
+    return script
+
+
+def test_cross_origin_redirect_drops_every_header_not_listed(scripted: Scripted) -> None:
+    target = scripted(accept_all)
+    front = scripted(redirect_once(target.url("/landed", host="localhost")))  # another host: another origin
+    open_and_close(front.url("/start", userinfo="alice:SECRET-5@"), headers=CREDENTIAL_HEADERS)
+    first = front.headers(0)
+    assert first["authorization"] == ["Bearer SECRET-1"] and first["x-api-key"] == ["SECRET-4"]
+    assert target.request_line() == b"GET /landed HTTP/1.1"
+    assert b"SECRET" not in target.heads[0]  # nothing of the caller's went to the other origin
+    assert {"user-agent", "origin", "cookie", "x-api-key", "authorization"}.isdisjoint(target.headers())
+
+
+def test_cross_origin_redirect_forwards_the_headers_listed(scripted: Scripted) -> None:
+    target = scripted(accept_all)
+    front = scripted(redirect_once(target.url("/landed")))  # same host, another port: another origin
+    open_and_close(
+        front.url("/start", userinfo="alice:SECRET-5@"),
+        headers=CREDENTIAL_HEADERS,
+        forward_headers=["user-agent", "ORIGIN", "X-Api-Key"],
+    )
+    sent = target.headers()
+    assert (sent["user-agent"], sent["origin"], sent["x-api-key"]) == (["tests"], ["https://app.example"], ["SECRET-4"])
+    # The URL's user:pass@ is never forwarded, and nothing unlisted goes along.
+    assert {"authorization", "cookie", "proxy-authorization"}.isdisjoint(sent)
+
+
+def test_same_origin_redirect_keeps_every_header(scripted: Scripted) -> None:
+    server = scripted(redirect_once("/landed"))
+    open_and_close(server.url("/start"), headers=CREDENTIAL_HEADERS, protocols=["tok.SECRET-6"])
+    assert server.heads[1].split(b"\r\n", 1)[1] == server.heads[0].split(b"\r\n", 1)[1].replace(
+        server.headers(0)["sec-websocket-key"][0].encode(), server.headers(1)["sec-websocket-key"][0].encode()
+    )
+
+
+def test_cross_origin_redirect_with_subprotocols_is_refused_unless_forwarded(scripted: Scripted) -> None:
+    target = scripted(accept_all)
+    front = scripted(redirect_once(target.url("/landed")))
+    with pytest.raises(InvalidRedirect, match="Sec-WebSocket-Protocol") as info:
+        connect(front.url("/start"), protocols=["chat", "token.SECRET-6"], timeout=TIMEOUT)
+    assert info.value.status == 307 and "SECRET" not in str(info.value)
+    assert target.heads == []  # the subprotocols did not reach the other origin
+    open_and_close(front.url("/start"), protocols=["chat"], forward_headers=["Sec-WebSocket-Protocol"])
+    assert target.headers()["sec-websocket-protocol"] == ["chat"]
+
+
+def test_returning_to_the_first_origin_restores_its_credentials(scripted: Scripted) -> None:
+    home = scripted(accept_all)
+    away = scripted(redirect_once(home.url("/back")))
+    home.script = lambda index, head: (
+        (status(302, ("Location", away.url("/start"))), "drop") if b" /first " in head[:64] else accept_all(index, head)
+    )
+    open_and_close(home.url("/first", userinfo="alice:pw@"), headers=[("X-Api-Key", "k")])
+    assert "x-api-key" not in away.headers() and "authorization" not in away.headers()
+    back = home.headers(1)
+    assert back["x-api-key"] == ["k"] and back["authorization"] == [basic("alice", "pw")]

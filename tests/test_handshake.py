@@ -25,11 +25,15 @@ from ws4web.handshake import (
     GUID,
     accept,
     accept_key,
+    check_client_offer,
+    check_host,
     check_request,
     check_response,
+    check_target,
     client_request,
     generate_key,
     parse_extensions,
+    quote_target,
     reject,
     serialize_extensions,
 )
@@ -612,3 +616,178 @@ def test_client_request_refuses_headers_that_would_not_survive_the_wire(name: st
 def test_client_request_keeps_latin1_and_tabs() -> None:
     request = client_request("example.com", "/", "dGhlIHNhbXBsZSBub25jZQ==", headers=[("X-Ok", "caf\xe9\tfine")])
     assert request.headers.get("X-Ok") == "caf\xe9\tfine"
+
+
+# -- a client that cannot be made to inject ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "subprotocols",
+    [
+        ["chat\r\nCookie: session=SECRET"],  # would add a request header
+        ["chat, admin"],  # would offer a second protocol
+        ["a b"],
+        ['"quoted"'],
+        ["a;b"],
+        ["a/b"],
+        [""],
+        ["caf\xe9"],
+        ["chat", "chat"],  # §4.1 item 10: unique
+        "chat",  # a string, not a list: would offer "c", "h", "a", "t"
+    ],
+)
+def test_client_offer_refuses_subprotocols_that_are_not_unique_tokens(subprotocols: Sequence[str]) -> None:
+    with pytest.raises(ValueError, match="subprotocol") as info:
+        check_client_offer(subprotocols)
+    assert "SECRET" not in str(info.value)  # the message names no value: it may be a token
+    with pytest.raises(ValueError):
+        client_request("example.com", "/", KEY, subprotocols=subprotocols)
+
+
+def test_client_offer_accepts_token_subprotocols() -> None:
+    assert check_client_offer(["chat", "v2.json", "x-token.abc_DEF~1!#$%&'*+^`|"]) == ""
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        ClientFactory("x\r\nCookie: a", []),
+        ClientFactory("x y", []),
+        ClientFactory("x", [("a b", None)]),
+        ClientFactory("x", [("a", "1, evil")]),
+        ClientFactory("x", [("a", "1\r\nX-Injected: 1")]),
+        ClientFactory("x", [("a", '"1"')]),
+        ClientFactory("x", [("a", "")]),
+    ],
+)
+def test_extension_names_and_parameters_must_be_tokens(factory: ClientFactory) -> None:
+    with pytest.raises(ValueError, match="must be a token"):
+        serialize_extensions([(factory.name, factory.params)])
+    with pytest.raises(ValueError, match="must be a token"):
+        check_client_offer(extensions=[factory])
+    with pytest.raises(ValueError, match="must be a token"):
+        client_request("example.com", "/", KEY, extensions=[factory])
+
+
+def test_header_value_errors_do_not_repeat_the_value() -> None:
+    with pytest.raises(ValueError, match="invalid value for header Cookie") as info:
+        check_client_offer(headers=[("Cookie", "session=SECRET\r\nX-Injected: 1")])
+    assert "SECRET" not in str(info.value)
+    with pytest.raises(ValueError, match="invalid value"):
+        check_client_offer(headers=[("X-Del", "a\x7fb")])
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["", "chat", "/a b", "/a\x00", "/a\x0bb", "/a\tb", "/caf\xe9", "/a\r\nX: y", "/a#frag", '/a"b', "/a%2", "/a%zz"],
+)
+def test_request_targets_outside_rfc3986_are_refused(target: str) -> None:
+    with pytest.raises(ValueError, match="invalid request target"):
+        check_target(target)
+    with pytest.raises(ValueError, match="invalid request target"):
+        client_request("example.com", target, KEY)
+
+
+@pytest.mark.parametrize("target", ["/", "/a/b?c=d&e=%20&f=%C3%A9", "/:@!$&'()*+,;=-._~?/?", "/%41%7e"])
+def test_request_targets_inside_rfc3986_are_sent_as_given(target: str) -> None:
+    check_target(target)
+    assert client_request("example.com", target, KEY).serialize().startswith(f"GET {target} HTTP/1.1\r\n".encode())
+
+
+@pytest.mark.parametrize(
+    ("raw", "quoted"),
+    [
+        ("/", "/"),
+        ("/a b", "/a%20b"),
+        ("/nul\x00vt\x0bdel\x7f", "/nul%00vt%0Bdel%7F"),
+        ("/caf\xe9/\u20ac", "/caf%C3%A9/%E2%82%AC"),  # UTF-8, as browsers do
+        ("/a?q=[1]&r={x}|^`\\", "/a?q=%5B1%5D&r=%7Bx%7D%7C%5E%60%5C"),
+        ('/"<>', "/%22%3C%3E"),
+        ("/100%", "/100%25"),  # a "%" that starts no escape
+        ("/%41%2f%zz", "/%41%2f%25zz"),  # escapes are kept
+        ("/a\r\nX-Injected: 1", "/a%0D%0AX-Injected:%201"),
+    ],
+)
+def test_quote_target(raw: str, quoted: str) -> None:
+    assert quote_target(raw) == quoted
+    assert quote_target(quoted) == quoted  # idempotent
+    check_target(quoted)
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [("example.com", "example.com"), ("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("[2001:db8::1]", "2001:db8::1")],
+)
+def test_check_host_accepts(host: str, expected: str) -> None:
+    assert check_host(host) == expected
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["", "a b", "a\r\nX: y", "a/b", "a@b", "a?b", "[::1", "1::2::3", "caf\xe9.fr", "a\x0bb", "a%20b", "a%0D%0Ab"],
+)
+def test_check_host_refuses(host: str) -> None:
+    with pytest.raises(ValueError):
+        check_host(host)
+
+
+@pytest.mark.parametrize("host", ["h\r\nX-Injected: 1", "h:port", "::1:80", "[::1]x", "h:123456", "h h:80"])
+def test_client_request_refuses_bad_host_headers(host: str) -> None:
+    with pytest.raises(ValueError):
+        client_request(host, "/", KEY)
+
+
+@pytest.mark.parametrize("host", ["h", "h:8080", "[::1]", "[::1]:9000", "127.0.0.1:1"])
+def test_client_request_accepts_host_headers(host: str) -> None:
+    assert client_request(host, "/", KEY).headers.get("Host") == host
+
+
+# -- parse_extensions on adversarial input, each as long as one header line may be ---------------------
+
+MAX_VALUE = 8192 - len("Sec-WebSocket-Extensions: \r\n")  # what fits in one max_line header line
+
+
+def test_parse_extensions_adversarial_long_inputs() -> None:
+    assert parse_extensions(["," * MAX_VALUE]) == []
+    assert parse_extensions([" ," * (MAX_VALUE // 2)]) == []
+    elements = ", ".join(["a"] * (MAX_VALUE // 3))
+    assert parse_extensions([elements]) == [("a", [])] * (MAX_VALUE // 3)
+    params = "x" + "; p" * (MAX_VALUE // 3)
+    assert parse_extensions([params]) == [("x", [("p", None)] * (MAX_VALUE // 3))]
+    quoted = 'x; p="' + "v" * MAX_VALUE + '"'
+    assert parse_extensions([quoted]) == [("x", [("p", "v" * MAX_VALUE)])]
+    escaped = 'x; p="' + "\\v" * (MAX_VALUE // 2) + '"'  # quoted-pairs: unescaped to a token
+    assert parse_extensions([escaped]) == [("x", [("p", "v" * (MAX_VALUE // 2))])]
+    many_quotes = ", ".join(['x; p="1"'] * (MAX_VALUE // 10))
+    assert parse_extensions([many_quotes]) == [("x", [("p", "1")])] * (MAX_VALUE // 10)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x; p" + " " * MAX_VALUE + "@",  # the old parser backtracked over the spaces: quadratic
+        "x; p" + " " * (MAX_VALUE // 2) + "=" + " " * (MAX_VALUE // 2) + "@",
+        "x" + " " * MAX_VALUE + "y",
+        'x; p="' + "v" * MAX_VALUE,  # never closed
+        'x; p="' + "\\" * MAX_VALUE + '"',  # escaped backslashes: not a token once unquoted
+        'x; p="' + '\\"' * (MAX_VALUE // 2),  # escaped quotes, never closed
+        '"' * MAX_VALUE,
+        "x; p=" + '"1"' * (MAX_VALUE // 3),  # quoted strings back to back
+        "x" + ";" * MAX_VALUE,
+    ],
+)
+def test_parse_extensions_adversarial_malformed(value: str) -> None:
+    with pytest.raises(InvalidHeader) as info:
+        parse_extensions([value])
+    assert len(str(info.value)) < 200  # the message quotes an excerpt, not the whole header
+
+
+def test_parse_extensions_separators_inside_quotes_and_whitespace() -> None:
+    assert parse_extensions(['a; b="1" , c ;d="e"', "\tf\t;\tg\t=\th\t"]) == [
+        ("a", [("b", "1")]),
+        ("c", [("d", "e")]),
+        ("f", [("g", "h")]),
+    ]
+    for value in ['a; b="1,c"', 'a; b="1;c=2"', 'a; b="1" c', "a\x0b"]:
+        with pytest.raises(InvalidHeader):
+            parse_extensions([value])

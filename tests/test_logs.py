@@ -11,7 +11,7 @@ import pytest
 
 import ws4web
 from ws4web import WebSocket, connect
-from ws4web.logs import ConnectionLog, connection_log, format_peer, new_id
+from ws4web.logs import ConnectionLog, connection_log, format_peer, new_id, redact_target, redact_url
 from ws4web.messages import Message
 
 from .conftest import TIMEOUT, ServerFactory, wait_until, ws_url
@@ -168,3 +168,52 @@ def test_handler_crash_is_logged_with_the_id(
             for r in caplog.records
         )
     )
+
+
+# -- redaction: no secrets in records, messages or thread names -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("ws://example.com/chat", "ws://example.com/chat"),
+        ("ws://alice:s3cret@example.com/chat", "ws://***@example.com/chat"),
+        ("wss://TOKEN@example.com:8443/", "wss://***@example.com:8443/"),  # a user name can be the secret
+        ("ws://a:p@ss@example.com/", "ws://***@example.com/"),  # an unescaped "@" in the password
+        ("ws://h/ws?access_token=abc&room=7", "ws://h/ws?access_token=***&room=***"),
+        ("ws://h/?a=1&&b=", "ws://h/?a=***&&b="),  # empty values and items say nothing
+        ("ws://h/?abc123def", "ws://h/?***"),  # a bare item may be the token itself
+        ("ws://h/p#frag?x=1", "ws://h/p#***"),  # a fragment may carry a token (OAuth)
+        ("ws://[::1]:9000/v6?k=v", "ws://[::1]:9000/v6?k=***"),
+        ("http://user:pw@proxy:3128", "http://***@proxy:3128"),
+        ("user:pw@proxy:3128", "***@proxy:3128"),  # no scheme: still an authority
+        ("proxy.local:3128", "proxy.local:3128"),
+        ("/only/a/path?t=1", "/only/a/path?t=***"),
+        ("", ""),
+        ("ws://h/a b\r\nX-Forged: 1?k=v", "ws://h/a%20b%0D%0AX-Forged:%201?k=***"),  # no forged log lines
+        ("ws://h/\x85\u2028", "ws://h/%C2%85%E2%80%A8"),
+    ],
+)
+def test_redact_url(url: str, redacted: str) -> None:
+    assert redact_url(url) == redacted
+
+
+@pytest.mark.parametrize(
+    ("target", "redacted"),
+    [
+        ("/", "/"),
+        ("/chat?access_token=eyJhbGciOi.x.y", "/chat?access_token=***"),
+        ("/a?x=1&y=2&flag", "/a?x=***&y=***&***"),
+        ("/a?", "/a?"),
+        ("/a?t=1#f", "/a?t=***#***"),
+        ("/a\x00b?c=\nd", "/a%00b?c=***"),
+    ],
+)
+def test_redact_target(target: str, redacted: str) -> None:
+    assert redact_target(target) == redacted
+
+
+def test_redaction_never_raises_on_garbage() -> None:
+    for text in ("ws://[::1", "://", "@", "?", "#", "ws://@/?=&=#", "\ud800", "ws://h/" + "?" * 1000):
+        assert isinstance(redact_url(text), str)
+        assert isinstance(redact_target(text), str)

@@ -185,6 +185,15 @@ def test_uppercase_http_proxy_is_ignored_under_cgi(env: Callable[..., None]) -> 
         ("fd00::/8", "wss://[fd12::1]/", True),
         ("fd00::/8", "wss://[fe80::1]/", False),
         ("not-a-network/8", "ws://example.com/", False),
+        # An IP address is never a domain name: entries that look like suffixes of it do not match.
+        ("0.1", "ws://10.0.0.1/", False),
+        (".0.0.1", "ws://127.0.0.1/", False),
+        ("*.0.1", "ws://10.0.0.1/", False),
+        ("1", "ws://10.0.0.1/", False),
+        ("3.4", "ws://[::ffff:1.2.3.4]/", False),
+        ("0.1", "ws://svc.0.1/", True),  # ... while names keep their suffix rule
+        ("10.0.0.1", "ws://10.0.0.1/", True),
+        ("10.0.0.0/24", "ws://10.0.0.1/", True),
     ],
 )
 def test_no_proxy(env: Callable[..., None], no_proxy: str, url: str, bypassed: bool) -> None:
@@ -765,6 +774,28 @@ def test_unknown_scheme_message_names_the_supported_ones() -> None:
     with pytest.raises(InvalidURI) as caught:
         open_tunnel("ftp://user:hidden@127.0.0.1:21", "127.0.0.1", 9, timeout=TIMEOUT)
     assert "hidden" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("call", "url"),
+    [
+        ("tunnel", "http://user:SECRET@127.0.0.1:port"),
+        ("tunnel", "user:SECRET@127.0.0.1:3128"),  # no scheme
+        ("tunnel", "gopher://user:SECRET@127.0.0.1:70/?token=SECRET"),
+        ("environment", "ws://user:SECRET@example.com:99999/?token=SECRET"),
+        ("environment", "http2://user:SECRET@example.com/"),
+    ],
+)
+def test_url_errors_carry_no_credentials(call: str, url: str) -> None:
+    with pytest.raises(InvalidURI) as caught:
+        if call == "tunnel":
+            open_tunnel(url, "127.0.0.1", 9, timeout=TIMEOUT)
+        else:
+            proxy_from_environment(url)
+    error: BaseException | None = caught.value
+    while error is not None:  # the chained causes reach tracebacks in logs too
+        assert "SECRET" not in str(error) and "user" not in str(error)
+        error = error.__cause__ or error.__context__
 
 
 @pytest.mark.parametrize(

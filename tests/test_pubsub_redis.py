@@ -364,6 +364,43 @@ def test_slow_consumer_behind_redis_is_evicted_without_slowing_100_others(nodes:
         on_b.close()
 
 
+def test_invalid_utf8_text_from_redis_is_dropped_not_relayed(redis_server: RedisServer, nodes: Any) -> None:
+    """Anyone who can publish on the Redis channel could otherwise make every member close with 1007."""
+    from ws4web.pubsub.redis import encode_envelope
+
+    node = nodes()
+    client = connect(node.url("/room?m"))
+    raw = redis_server.client()
+    try:
+        node.wait_ready()
+        channel = f"{node.status()['prefix']}:msg:room"
+        stranger = b"stranger:1:0000"
+        for seq, opcode, payload in [
+            (1, Opcode.TEXT, b"bad \xff\xfe text"),  # not UTF-8
+            (2, Opcode.TEXT, b"caf\xc3"),  # cut inside a sequence
+            (3, Opcode.TEXT, "good caf\u00e9".encode()),
+            (4, Opcode.BINARY, b"\xff binary may be anything"),
+            (5, Opcode.TEXT, b"\xed\xa0\x80 surrogate"),  # UTF-8 forbids encoded surrogates
+            (6, Opcode.TEXT, b"last"),
+        ]:
+            assert raw.publish(channel, encode_envelope(stranger, seq, opcode, payload)) == 1
+        got = [client.recv(TIMEOUT) for _ in range(3)]
+        assert [(m.is_binary, bytes(m.data)) for m in got] == [
+            (False, "good caf\u00e9".encode()),
+            (True, b"\xff binary may be anything"),
+            (False, b"last"),
+        ]
+        client.send("still open")  # the member was not closed with 1007
+        assert client.recv(TIMEOUT).data == b"still open"
+        stats = node.status()["backplane"]
+        assert stats["invalid_text"] == 3
+        assert stats["gaps"] == 0 and stats["missed"] == 0  # dropped, not lost: no false gap
+        assert node.stderr().count("not UTF-8") == 3
+    finally:
+        client.close()
+        raw.close()
+
+
 def test_two_stacks_example(redis_server: RedisServer) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "pubsub_two_processes.py"), "demo", "--redis", redis_server.url],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
 import socket
 import threading
@@ -11,12 +13,14 @@ from typing import Any
 import pytest
 
 from ws4web import WebSocket, WebSocketServer
-from ws4web.exceptions import ConnectionClosed, InvalidStatus, SendQueueFull
+from ws4web.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, ProxyError, SendQueueFull
 from ws4web.http11 import Headers, Request, Response
 from ws4web.messages import Message
 from ws4web.reconnect import Backoff, ReconnectingClient
 
 from .conftest import TIMEOUT, wait_until
+from .test_client import ScriptedServer, status, switching
+from .test_proxy import ConnectProxy
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 
@@ -256,3 +260,160 @@ def test_a_failing_hook_drops_the_connection_and_retries(restartable: Restartabl
         client.send("ok")
         assert client.recv(TIMEOUT).data == b"echo ok"
     assert calls[0] == 2
+
+
+# -- no secret in any record or thread name --------------------------------------------------------
+
+SECRETS = [
+    "alice",  # the user name goes too: it can be the credential itself
+    "PASSWORD-SECRET",
+    "APIKEY-SECRET",
+    "TOKEN-SECRET",
+    "BEARER-SECRET",
+    "XKEY-SECRET",
+    "SUBPROTO-SECRET",
+    "LOCATION-SECRET",
+    "CROSS-SECRET",
+    "PROXY-SECRET",
+]
+
+
+class Capture(logging.Handler):
+    """Every record of the ``ws4web`` hierarchy, formatted with its traceback and thread name."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s [%(threadName)s] %(message)s"))
+        self.records: list[logging.LogRecord] = []
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.lines.append(self.format(record))
+
+
+@contextlib.contextmanager
+def everything_recorded() -> Iterator[tuple[Capture, set[str]]]:
+    """All ws4web records at DEBUG and up, and the name of every thread seen meanwhile."""
+    logger = logging.getLogger("ws4web")
+    capture = Capture()
+    names: set[str] = set()
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.002):
+            names.update(thread.name for thread in threading.enumerate())
+
+    sampler = threading.Thread(target=sample, name="test-thread-sampler", daemon=True)
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(capture)
+    sampler.start()
+    try:
+        yield capture, names
+    finally:
+        stop.set()
+        sampler.join(TIMEOUT)
+        logger.removeHandler(capture)
+        logger.setLevel(old_level)
+        names.update(record.threadName for record in capture.records if record.threadName)
+
+
+def assert_no_secret(texts: list[str]) -> None:
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text, f"{secret!r} leaked into {text!r}"
+
+
+@pytest.fixture
+def scripted_server() -> Iterator[list[ScriptedServer]]:
+    started: list[ScriptedServer] = []
+    yield started
+    for server in started:
+        server.close()
+
+
+def test_no_secret_reaches_a_log_record_or_a_thread_name(scripted_server: list[ScriptedServer]) -> None:
+    def script(index: int, head: bytes) -> tuple[bytes, str]:
+        if index == 0:
+            return switching(head), "drop"  # on_connect fails on this one
+        if index == 1:
+            return status(503), "drop"  # retried: logged at DEBUG with the error
+        if index == 2:
+            return status(302, ("Location", "/moved?sig=LOCATION-SECRET")), "drop"  # same origin
+        if index == 3:
+            return switching(head), "close"  # on_disconnect fails after this one
+        # Another origin, and subprotocols offered: refused, and the client gives up (WARNING).
+        return status(302, ("Location", server.url("/x?token=CROSS-SECRET", host="localhost"))), "drop"
+
+    server = ScriptedServer(script)
+    scripted_server.append(server)
+    url = server.url("/feed?api_key=APIKEY-SECRET&access_token=TOKEN-SECRET", userinfo="alice:PASSWORD-SECRET@")
+    hooks = [0]
+
+    def on_connect(ws: WebSocket) -> None:
+        hooks[0] += 1
+        if hooks[0] == 1:
+            raise RuntimeError("the login hook failed")
+
+    def on_disconnect(code: int, reason: str) -> None:
+        raise RuntimeError("the disconnect hook failed")
+
+    errors: list[str] = []
+    with everything_recorded() as (capture, thread_names):
+        client = ReconnectingClient(
+            url,
+            on_connect=on_connect,
+            on_disconnect=on_disconnect,
+            backoff=FAST,
+            headers={"Authorization": "Bearer BEARER-SECRET", "X-Api-Key": "XKEY-SECRET"},
+            protocols=["chat", "tok.SUBPROTO-SECRET"],
+            timeout=TIMEOUT,
+            close_timeout=2.0,
+        ).start()
+        with pytest.raises(ConnectionClosed, match="gave up") as gave_up:
+            client.recv(3 * TIMEOUT)
+        errors.append(str(gave_up.value))
+        errors.append(repr(gave_up.value.__cause__))
+        client.close()
+
+        # While it cannot connect: a TimeoutError from start(wait=...), DEBUG records on each retry.
+        probe = socket.create_server(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()  # nothing listens there now
+        offline = ReconnectingClient(f"ws://alice:PASSWORD-SECRET@127.0.0.1:{port}/?access_token=TOKEN-SECRET")
+        offline.backoff = FAST
+        with pytest.raises(TimeoutError) as timed_out:
+            offline.start(wait=0.3)
+        errors.append(str(timed_out.value))
+        offline.close()
+
+        # Through a proxy that refuses (407), and with a malformed proxy URL: both give up at WARNING.
+        proxy = ConnectProxy(credentials=("proxyuser", "other"))
+        try:
+            for proxy_url in (proxy.url(userinfo="proxyuser:PROXY-SECRET@"), "http://proxyuser:PROXY-SECRET@h:port"):
+                refused = ReconnectingClient(url, proxy=proxy_url, backoff=FAST, timeout=TIMEOUT)
+                with pytest.raises((ProxyError, InvalidURI)) as info:
+                    refused.start(wait=TIMEOUT)
+                errors.append(str(info.value))
+                refused.close()
+        finally:
+            proxy.close()
+
+    assert_no_secret(capture.lines)
+    assert_no_secret(sorted(thread_names))
+    assert_no_secret(errors)
+    # The secrets were in play: the server saw them in the handshakes.
+    assert b"BEARER-SECRET" in server.heads[0] and b"SUBPROTO-SECRET" in server.heads[0]
+    assert b"APIKEY-SECRET" in server.heads[0] and b"LOCATION-SECRET" in server.heads[3]
+    assert len(server.heads) == 5 and hooks[0] == 2
+    # ... and every path logged, at every level.
+    safe = f"ws://***@127.0.0.1:{server.port}/feed?api_key=***&access_token=***"
+    messages = [record.getMessage() for record in capture.records]
+    assert any(m.startswith(f"giving up on {safe} after 1 attempt(s)") and "localhost" in m for m in messages)
+    assert any(m.startswith(f"connecting to {safe} failed (server answered 503") for m in messages)
+    assert any(m.startswith(f"on_connect hook for {safe} failed") for m in messages)
+    assert any(m.startswith(f"on_disconnect hook for {safe} failed") for m in messages)
+    assert sum(m.startswith(f"giving up on {safe}") for m in messages) == 3  # the redirect, 407, bad proxy URL
+    assert {logging.DEBUG, logging.WARNING, logging.ERROR} <= {record.levelno for record in capture.records}
+    assert f"ws4web-reconnect {safe}" in thread_names

@@ -3,8 +3,10 @@
 Server: :func:`check_request` validates an upgrade request, :func:`accept` builds
 the 101 answer (subprotocol and extension negotiation included), :func:`reject`
 turns any :class:`~ws4web.exceptions.InvalidHandshake` into the HTTP response to
-send. Client: :func:`client_request` builds the request, :func:`check_response`
-validates the answer. Adapters that read HTTP themselves (CherryPy, WSGI) build a
+send. Client: :func:`client_request` builds the request (refusing, with
+ValueError, anything that would not reach the wire as given: see
+:func:`check_client_offer`), :func:`check_response` validates the answer.
+Adapters that read HTTP themselves (CherryPy, WSGI) build a
 :class:`~ws4web.http11.Request` from their own objects and use the same rules.
 """
 
@@ -14,11 +16,12 @@ import base64
 import binascii
 import hashlib
 import http
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Sequence
 
-from .auth import Authenticator, check_origin
+from .auth import Authenticator, Origins, check_origin
 from .exceptions import (
     InvalidHandshake,
     InvalidHeader,
@@ -38,11 +41,15 @@ __all__ = [
     "SubprotocolSelector",
     "accept",
     "accept_key",
+    "check_client_offer",
+    "check_host",
     "check_request",
     "check_response",
+    "check_target",
     "client_request",
     "generate_key",
     "parse_extensions",
+    "quote_target",
     "reject",
     "serialize_extensions",
 ]
@@ -140,13 +147,13 @@ def accept(
     select_subprotocol: SubprotocolSelector | None = None,
     extensions: Sequence[ServerExtensionFactory] = (),
     headers: Sequence[tuple[str, str]] = (),
-    origins: Sequence[str | None] | None = None,
+    origins: Origins | None = None,
     authenticate: Authenticator | None = None,
 ) -> Accepted:
     """Validate ``request`` and build the 101 response, or raise InvalidHandshake.
 
-    ``origins`` is the Origin allow-list (see :mod:`ws4web.auth`; None checks
-    nothing); ``authenticate(request)`` may raise Unauthorized / Forbidden.
+    ``origins`` is the Origin allow-list (an :class:`~ws4web.auth.OriginPolicy`
+    or its entries; None checks nothing); ``authenticate(request)`` may raise Unauthorized / Forbidden.
     """
     key = check_request(request)
     if origins is not None:
@@ -208,7 +215,16 @@ def client_request(
     extensions: Sequence[ClientExtensionFactory] = (),
     headers: Sequence[tuple[str, str]] = (),
 ) -> Request:
-    """The upgrade request a client sends (RFC 6455 §4.1)."""
+    """The upgrade request a client sends (RFC 6455 §4.1).
+
+    ``host`` is the Host header (``name``, ``name:port``, ``[v6]:port``); ``path``
+    the origin-form request target, already percent-encoded (:func:`quote_target`).
+    ValueError for anything that could not go on the wire as given, before a
+    byte is written: see :func:`check_client_offer` and :func:`check_target`.
+    """
+    check_target(path)
+    _check_host_header(host)
+    offers = check_client_offer(subprotocols, extensions, headers)
     request_headers = Headers(
         [
             ("Host", host),
@@ -220,23 +236,124 @@ def client_request(
     )
     if subprotocols:
         request_headers.add("Sec-WebSocket-Protocol", ", ".join(subprotocols))
-    if extensions:
-        offers = [(f.name, f.get_request_params()) for f in extensions]
-        request_headers.add("Sec-WebSocket-Extensions", serialize_extensions(offers))
+    if offers:
+        request_headers.add("Sec-WebSocket-Extensions", offers)
     for name, value in headers:
-        _check_header(name, value)
         request_headers.add(name, value)
     return Request("GET", path, request_headers)
+
+
+def check_client_offer(
+    subprotocols: Sequence[str] = (),
+    extensions: Sequence[ClientExtensionFactory] = (),
+    headers: Sequence[tuple[str, str]] = (),
+) -> str:
+    """Check what a client is about to offer; return the Sec-WebSocket-Extensions value ("" for none).
+
+    ValueError unless every subprotocol is a token, once (RFC 6455 §4.1 item 10:
+    a comma, space or CR/LF in one would forge another protocol or another
+    header), every extension name and parameter serializes as tokens
+    (:func:`serialize_extensions`), and every header name is a token and its
+    value free of CR, LF, NUL and other characters that cannot be sent
+    (RFC 9110 §5.1, §5.5). :func:`ws4web.client.connect` calls it before
+    connecting, :func:`client_request` again when it builds the request.
+    """
+    if isinstance(subprotocols, str):
+        raise ValueError(f"subprotocols must be a list of names, not the string {subprotocols!r}")
+    # The messages name no value: a subprotocol or a header may carry a token, and
+    # these errors end up in logs (ReconnectingClient logs why it gave up).
+    for index, name in enumerate(subprotocols):
+        if not isinstance(name, str) or not _TOKEN_RE.fullmatch(name):
+            raise ValueError(
+                f"invalid subprotocol #{index + 1}: must be an RFC 9110 token (no space, comma, quote, CR or LF)"
+            )
+    if len(set(subprotocols)) != len(subprotocols):
+        raise ValueError("invalid subprotocols: one is offered twice")  # §4.1 item 10: unique
+    for name, value in headers:
+        _check_header(name, value)
+    return serialize_extensions([(f.name, f.get_request_params()) for f in extensions]) if extensions else ""
 
 
 def _check_header(name: str, value: str) -> None:
     """Refuse a header that would not survive the wire as given (RFC 9110 §5.1, §5.5):
     a CR or LF in it would smuggle in another header; other characters could not
     be encoded."""
-    if not re.fullmatch(_EXT_TOKEN, name):
+    if not isinstance(name, str) or not _TOKEN_RE.fullmatch(name):
         raise ValueError(f"invalid header name {name!r}")
-    if any(c in value for c in "\r\n\0") or not all(c == "\t" or " " <= c <= "\xff" for c in value):
-        raise ValueError(f"invalid value for header {name}: {value!r}")
+    if not isinstance(value, str) or not _FIELD_VALUE.fullmatch(value):
+        raise ValueError(
+            f"invalid value for header {name}: it has CR, LF, NUL or another character that cannot be sent"
+        )
+
+
+# RFC 9110 §5.5 field-value: VCHAR, obs-text (latin-1 high half), SP and HTAB; no CR, LF, NUL or other CTL.
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+# RFC 3986 §3.2.2: reg-name = *( unreserved / pct-encoded / sub-delims ). Anything else
+# (space, CR, LF, "/", "@" ...) would let a host name inject into a request line or
+# header. pct-encoded is left out: no DNS name has a "%", and "exa%20mple" or "a%0D%0Ab"
+# is a broken or hostile name, not one to look up.
+_REG_NAME = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=]+")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def check_host(host: str) -> str:
+    """``host`` (a name, an IPv4 address, or an IPv6 address with or without
+    brackets) without brackets, or ValueError if it could break a request line or
+    a Host header: a name must be an RFC 3986 reg-name without ``%`` escapes
+    (ASCII: IDNA-encode first)."""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"invalid IPv6 address {host!r}") from None
+    elif not _REG_NAME.fullmatch(host):
+        raise ValueError(f"invalid host name {host!r}")
+    return host
+
+
+def _check_host_header(value: str) -> None:
+    host, port = value, ""
+    if value.startswith("["):
+        host, _, rest = value.partition("]")
+        host += "]"
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"invalid Host {value!r}")
+            port = rest[1:]
+    elif ":" in value:
+        host, _, port = value.rpartition(":")
+        if ":" in host:
+            raise ValueError(f"invalid Host {value!r}: an IPv6 address needs brackets")
+    if port and not _PORT.fullmatch(port):
+        raise ValueError(f"invalid port in Host {value!r}")
+    check_host(host)
+
+
+# RFC 9112 §3.2.1 origin-form = absolute-path [ "?" query ]; RFC 3986 §3.3-3.4:
+# pchar = unreserved / pct-encoded / sub-delims / ":" / "@"; the query adds "/" and "?".
+_TARGET_CHARS = "A-Za-z0-9\\-._~!$&'()*+,;=:@/?"
+_TARGET = re.compile(rf"/(?:[{_TARGET_CHARS}]|%[0-9A-Fa-f]{{2}})*")
+# What quote_target encodes: a "%" that starts no escape, and every character outside the set.
+_TARGET_UNSAFE = re.compile(rf"%(?![0-9A-Fa-f]{{2}})|[^{_TARGET_CHARS}%]+")
+
+
+def check_target(target: str) -> None:
+    """ValueError unless ``target`` is an origin-form request target (``/path?query``)
+    made only of the characters RFC 3986 allows there: a space, NUL, VT, CR/LF or
+    non-ASCII character in it would split or corrupt the request line."""
+    if not _TARGET.fullmatch(target):
+        raise ValueError(f"invalid request target {target!r}: percent-encode it (ws4web.handshake.quote_target)")
+
+
+def quote_target(target: str) -> str:
+    """``target`` with every character RFC 3986 does not allow in a path or query
+    (space, controls, ``"<>\\^`{|}[]``, non-ASCII, a ``%`` that starts no escape)
+    percent-encoded as UTF-8; existing ``%XX`` escapes are kept, so it is idempotent.
+    UnicodeEncodeError (a ValueError) for a lone surrogate."""
+    return _TARGET_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), target)
 
 
 def check_response(
@@ -283,60 +400,78 @@ def check_response(
     return subprotocol, accepted
 
 
-# RFC 6455 §9.1: extension-list = 1#( token *( ";" token [ "=" ( token | quoted-string ) ] ) )
-_EXT_TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
-_EXT_PARAM = re.compile(rf'\s*({_EXT_TOKEN})\s*(?:=\s*(?:({_EXT_TOKEN})|"((?:[^"\\]|\\.)*)"))?\s*')
+# RFC 9110 §5.6.2 token; RFC 6455 §9.1: extension-list = 1#( token *( ";" token [ "=" ( token | quoted-string ) ] ) )
+_TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+_TOKEN_RE = re.compile(_TOKEN)
+_OWS = r"[ \t]*"
+# Every pattern below consumes what it matches and is tried once per position: the
+# parse is linear in the header's length (no character-by-character loop in Python).
+_LIST_SEPARATORS = re.compile(r"[ \t,]*")  # RFC 9110 §5.6.1: recipients accept empty list elements
+_EXT_NAME = re.compile(rf"{_OWS}({_TOKEN}){_OWS}")
+_EXT_PARAM = re.compile(
+    rf'{_OWS};{_OWS}({_TOKEN}){_OWS}(?:={_OWS}(?:({_TOKEN})|"((?:[^"\\]|\\.)*)"){_OWS})?', re.DOTALL
+)
+# §9.1: a quoted value must be a token once unquoted, so a quoted-pair can only
+# escape a token character (never "\\" itself): dropping every "\\" unquotes it.
+_QUOTED_TOKEN = re.compile(r"(?:\\?[-!#$%&'*+.^_`|~0-9a-zA-Z])+")
 
 
 def parse_extensions(values: Sequence[str]) -> list[tuple[str, ExtensionParams]]:
-    """Parse Sec-WebSocket-Extensions header values into (name, params) offers."""
+    """Parse Sec-WebSocket-Extensions header values into (name, params) offers.
+
+    InvalidHeader for anything outside the RFC 6455 §9.1 grammar, including a
+    quoted value that is not a token once unquoted.
+    """
     result: list[tuple[str, ExtensionParams]] = []
     for value in values:
-        for element in _split_outside_quotes(value, ","):
-            if not element.strip():
-                continue
-            parts = _split_outside_quotes(element, ";")
-            name = parts[0].strip()
-            if not re.fullmatch(_EXT_TOKEN, name):
-                raise InvalidHeader(f"malformed Sec-WebSocket-Extensions: {value!r}")
+        end = len(value)
+        pos = _skip(_LIST_SEPARATORS, value, 0)
+        while pos < end:
+            match = _EXT_NAME.match(value, pos)
+            if match is None:
+                raise _malformed_extensions(value, pos)
+            name = match[1]
+            pos = match.end()
             params: ExtensionParams = []
-            for part in parts[1:]:
-                match = _EXT_PARAM.fullmatch(part)
-                if match is None:
-                    raise InvalidHeader(f"malformed Sec-WebSocket-Extensions: {value!r}")
-                pname, token, quoted = match.groups()
-                pvalue = (
-                    token if token is not None else (re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else None)
-                )
-                if quoted is not None and not re.fullmatch(_EXT_TOKEN, pvalue or ""):
-                    # §9.1: a quoted value must still be a token once unquoted
-                    raise InvalidHeader(f"malformed Sec-WebSocket-Extensions: {value!r}")
-                params.append((pname, pvalue))
+            while (param := _EXT_PARAM.match(value, pos)) is not None:
+                pname, token, quoted = param.groups()
+                if quoted is not None:
+                    if not _QUOTED_TOKEN.fullmatch(quoted):
+                        raise _malformed_extensions(value, param.start(3))
+                    token = quoted.replace("\\", "")
+                params.append((pname, token))
+                pos = param.end()
+            if pos < end and value[pos] != ",":
+                raise _malformed_extensions(value, pos)
+            pos = _skip(_LIST_SEPARATORS, value, pos)
             result.append((name, params))
     return result
 
 
-def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = escaped = False
-    for char in text:
-        if escaped:
-            escaped = False
-        elif char == "\\" and quoted:
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == sep and not quoted:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current))
-    return parts
+def _skip(pattern: re.Pattern[str], text: str, pos: int) -> int:
+    match = pattern.match(text, pos)
+    return match.end() if match is not None else pos
+
+
+def _malformed_extensions(value: str, pos: int) -> InvalidHeader:
+    excerpt = value[pos : pos + 40]
+    return InvalidHeader(f"malformed Sec-WebSocket-Extensions at character {pos}: {excerpt!r}")
 
 
 def serialize_extensions(extensions: Sequence[tuple[str, ExtensionParams]]) -> str:
+    """The Sec-WebSocket-Extensions value for ``(name, params)`` offers or answers.
+
+    ValueError unless every name, parameter name and value is a token (RFC 6455
+    §9.1): anything else could end the header or forge another one.
+    """
+    for name, params in extensions:
+        if not isinstance(name, str) or not _TOKEN_RE.fullmatch(name):
+            raise ValueError(f"invalid extension name {name!r}: must be a token")
+        for key, value in params:
+            if not isinstance(key, str) or not _TOKEN_RE.fullmatch(key):
+                raise ValueError(f"invalid parameter name {key!r} of extension {name}: must be a token")
+            if value is not None and (not isinstance(value, str) or not _TOKEN_RE.fullmatch(value)):
+                raise ValueError(f"invalid value {value!r} of parameter {key} of extension {name}: must be a token")
     return ", ".join(
         "; ".join([name] + [k if v is None else f"{k}={v}" for k, v in params]) for name, params in extensions
     )

@@ -11,15 +11,20 @@ connection go through a :class:`ConnectionLog`: the message starts with
 Levels: nothing at INFO or above during normal traffic; refused or failed
 handshakes and abnormal closes (no close frame, protocol errors, handler
 crashes) at WARNING with the peer address; details at DEBUG.
+
+Secrets: a URL or request target goes into a record, an exception message or a
+thread name only through :func:`redact_url` / :func:`redact_target` (see
+docs/security.md, "Secrets in logs").
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import re
 from typing import Any
 
-__all__ = ["ConnectionLog", "connection_log", "format_peer", "new_id"]
+__all__ = ["ConnectionLog", "connection_log", "format_peer", "new_id", "redact_target", "redact_url"]
 
 # A library never configures output: the application decides (PEP 282 advice).
 logging.getLogger("ws4web").addHandler(logging.NullHandler())
@@ -104,3 +109,71 @@ def connection_log(logger: logging.Logger, sock: Any = None, conn_id: str | None
         except (OSError, AttributeError, ValueError):
             peer = ""
     return ConnectionLog(logger, conn_id or new_id(), peer)
+
+
+#: What stands for a removed secret.
+REDACTED = "***"
+
+# Characters that could forge a log line or hide text on a terminal: C0 and C1
+# controls, space, DEL, and the Unicode line and paragraph separators.
+_UNPRINTABLE = re.compile("[\x00-\x20\x7f-\x9f\u2028\u2029]")
+# The authority of a URL ends at the first "/", "?" or "#" (RFC 3986 §3.2).
+_AUTHORITY_END = re.compile(r"[/?#]")
+
+
+def _escape(text: str) -> str:
+    return _UNPRINTABLE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+
+
+def _redact_query(query: str) -> str:
+    parts = []
+    for item in query.split("&"):
+        name, eq, value = item.partition("=")
+        if eq:
+            parts.append(f"{name}={REDACTED}" if value else item)
+        else:
+            # A bare item (``?abc123``) may be the secret itself: nothing says it is a name.
+            parts.append(REDACTED if item else "")
+    return "&".join(parts)
+
+
+def redact_target(target: str) -> str:
+    """A request target (``/path?query``) fit for a log record or an exception message.
+
+    Every query value is replaced by ``***`` and the names are kept
+    (``/ws?access_token=***&room=***``); a query item without ``=`` is replaced
+    whole, since it may be the token itself; a fragment becomes ``#***``.
+    Control characters and spaces are percent-encoded, so that a target cannot
+    forge a log line. The path is kept: an application that puts secrets in path
+    segments must not log its paths at all.
+
+    **Every door** (the servers and adapters) **must log request targets through
+    this function**: browsers can only pass a token to a WebSocket in the query
+    string (``?access_token=...``), so a raw target in a WARNING about a refused
+    handshake writes credentials into the log.
+    """
+    before, hashmark, fragment = target.partition("#")
+    path, qmark, query = before.partition("?")
+    redacted = path + qmark + _redact_query(query) if qmark else path
+    if hashmark:
+        redacted += "#" + (REDACTED if fragment else "")
+    return _escape(redacted)
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a log record, an exception message or a thread name.
+
+    The user information (``user:password@``) becomes ``***@``, and the rest
+    goes through :func:`redact_target`: ``ws://***@host/chat?api_key=***``.
+    Works on any text, even one that is not a valid URL (a proxy given without
+    a scheme, a broken ``Location``), and never raises.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or any(c in scheme for c in "/?#"):
+        scheme, sep, rest = "", "", url  # no scheme: the text starts with the authority (or a path)
+    found = _AUTHORITY_END.search(rest)
+    end = found.start() if found else len(rest)
+    authority, tail = rest[:end], rest[end:]
+    if "@" in authority:
+        authority = f"{REDACTED}@{authority.rpartition('@')[2]}"
+    return _escape(scheme + sep + authority) + redact_target(tail)

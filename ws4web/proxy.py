@@ -20,10 +20,12 @@ they are written down here):
 * ``no_proxy`` is a list separated by commas or white space; an entry matches when:
 
   - it is ``*``: every host (curl wants ``*`` as the whole value);
-  - it is a domain name: that host and its subdomains, case-insensitively, with a
+  - it is a domain name: that host name and its subdomains, case-insensitively, with a
     leading ``.`` or ``*.`` ignored (``*.`` is not curl's) (``example.com``, ``.example.com`` and
     ``*.example.com`` all match ``example.com`` and ``ws.example.com``, never
-    ``badexample.com``), and a trailing ``.`` ignored on both sides;
+    ``badexample.com``), and a trailing ``.`` ignored on both sides. A URL whose
+    host is an IP address never matches a domain entry: ``0.1`` is not a suffix
+    of ``10.0.0.1``;
   - it is an IP address: the same address (``::1`` and ``0::1`` are one address);
     names are never resolved to compare them with addresses;
   - it is a CIDR block (``10.0.0.0/8``, ``fd00::/8``): an IP address inside it;
@@ -63,7 +65,9 @@ from collections.abc import Generator, Mapping
 from typing import TypeVar
 
 from .exceptions import InvalidMessage, InvalidURI, ProxyError
+from .handshake import check_host
 from .http11 import Headers, Response, parse_response_head
+from .logs import redact_url
 from .streams import StreamReader
 from .upgrade import read_with_parser
 
@@ -75,9 +79,6 @@ _HTTP_SCHEMES = ("http", "https")
 _SOCKS_SCHEMES = ("socks5", "socks5h", "socks4", "socks4a")
 _DEFAULT_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080, "socks4": 1080, "socks4a": 1080}
 
-# RFC 3986 §3.2.2 reg-name: unreserved / pct-encoded / sub-delims. Anything else
-# (space, CR, LF, '/', '@' ...) would let a host name inject into the CONNECT line.
-_REG_NAME = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=]+")
 _LENGTH = re.compile(r"[0-9]{1,18}")
 
 MAX_INTERIM = 8  # 1xx answers skipped before the final one
@@ -165,6 +166,8 @@ def _no_proxy_matches(host: str, port: int, no_proxy: str) -> bool:
             if address == entry_address:
                 return True
             continue
+        if address is not None:
+            continue  # an IP address is not a domain name: "0.1" must not match 10.0.0.1 as a suffix
         name = name.removeprefix("*").lstrip(".").rstrip(".")
         if name and (host == name or host.endswith("." + name)):
             return True
@@ -183,13 +186,13 @@ def proxy_from_environment(url: str) -> str | None:
     elif scheme in ("wss", "https"):
         variable, default_port = "https_proxy", 443
     else:
-        raise InvalidURI(f"{url!r} is not a ws:// or wss:// URL")
+        raise InvalidURI(f"{redact_url(url)!r} is not a ws:// or wss:// URL")
     if not parts.hostname:
-        raise InvalidURI(f"{url!r} has no host")
+        raise InvalidURI(f"{redact_url(url)!r} has no host")
     try:
         port = parts.port or default_port
-    except ValueError as exc:
-        raise InvalidURI(f"{url!r} has an invalid port") from exc
+    except ValueError:
+        raise InvalidURI(f"{redact_url(url)!r} has an invalid port") from None
     environ = os.environ
     no_proxy = _getenv(environ, "no_proxy")
     if no_proxy and _no_proxy_matches(parts.hostname, port, no_proxy):
@@ -208,21 +211,21 @@ class _ProxyURL:
 
     def __init__(self, url: str) -> None:
         if "://" not in url:
-            raise InvalidURI(f"proxy URL {_redact(url)!r} has no scheme (write http://host:port)")
+            raise InvalidURI(f"proxy URL {redact_url(url)!r} has no scheme (write http://host:port)")
         parts = urllib.parse.urlsplit(url)
         self.scheme = parts.scheme.lower()
         if self.scheme not in _HTTP_SCHEMES + _SOCKS_SCHEMES:
             raise InvalidURI(
-                f"unsupported proxy scheme {parts.scheme!r} in {_redact(url)!r}: "
+                f"unsupported proxy scheme {parts.scheme!r} in {redact_url(url)!r}: "
                 f"use one of {', '.join(s + '://' for s in _HTTP_SCHEMES + _SOCKS_SCHEMES)}"
             )
         if not parts.hostname:
-            raise InvalidURI(f"proxy URL {_redact(url)!r} has no host")
+            raise InvalidURI(f"proxy URL {redact_url(url)!r} has no host")
         self.host = parts.hostname
         try:
             self.port = parts.port or _DEFAULT_PORTS[self.scheme]
-        except ValueError as exc:
-            raise InvalidURI(f"proxy URL {_redact(url)!r} has an invalid port") from exc
+        except ValueError:
+            raise InvalidURI(f"proxy URL {redact_url(url)!r} has an invalid port") from None
         self.username = urllib.parse.unquote(parts.username) if parts.username is not None else None
         self.password = urllib.parse.unquote(parts.password) if parts.password is not None else None
 
@@ -231,32 +234,13 @@ class _ProxyURL:
         return _authority(self.host, self.port)
 
 
-def _redact(url: str) -> str:
-    """``url`` without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    userinfo, at, hostpart = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{scheme}://{userinfo.partition(':')[0]}:***@{hostpart}"
-
-
 def _authority(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _check_target(host: str, port: int) -> str:
-    """The host without brackets, after checking it cannot break the request line."""
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if ":" in host:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"invalid IPv6 address {host!r}") from None
-    elif not _REG_NAME.fullmatch(host):
-        raise ValueError(f"invalid host name {host!r}")
+    """The host without brackets, after checking it cannot break the CONNECT line."""
+    host = check_host(host)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError(f"invalid port {port!r}")
     return host

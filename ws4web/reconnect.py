@@ -33,6 +33,7 @@ from typing import Any
 from .client import connect
 from .exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, SendQueueFull
 from .frames import CloseCode
+from .logs import redact_url
 from .messages import Data, Message
 from .websocket import WebSocket
 
@@ -94,8 +95,10 @@ class ReconnectingClient:
     retried). ``max_attempts`` bounds consecutive failed attempts (None: keep
     trying); after that, or on a handshake refusal that retrying cannot fix
     (4xx), ``recv()`` and ``send()`` raise. ``connect_options`` go to
-    :func:`ws4web.client.connect` (``protocols``, ``headers``, ``ssl_context``,
-    ``proxy``, ``max_message_size`` ...).
+    :func:`ws4web.client.connect` (``protocols``, ``headers``, ``forward_headers``,
+    ``ssl_context``, ``proxy``, ``max_message_size`` ...). Records, errors and the
+    thread's name show the URL without credentials or query values
+    (:func:`ws4web.logs.redact_url`).
     """
 
     def __init__(
@@ -112,6 +115,8 @@ class ReconnectingClient:
         **connect_options: Any,
     ) -> None:
         self.url = url
+        # For records, messages and the thread's name: no user:pass@, no query values.
+        self._safe_url = redact_url(url)
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.backoff = backoff or Backoff()
@@ -143,12 +148,14 @@ class ReconnectingClient:
         (TimeoutError if not within ``wait`` seconds; the client keeps trying)."""
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=f"ws4web-reconnect {self.url}", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name=f"ws4web-reconnect {self._safe_url}", daemon=True
+                )
                 self._thread.start()
         if wait is not None and not self.wait_connected(wait):
             if self._failure is not None:
                 raise self._failure
-            raise TimeoutError(f"not connected to {self.url} within {wait} s")
+            raise TimeoutError(f"not connected to {self._safe_url} within {wait} s")
         return self
 
     def wait_connected(self, timeout: float | None = None) -> bool:
@@ -276,13 +283,13 @@ class ReconnectingClient:
                 except Exception as exc:
                     failures += 1
                     if not _retryable(exc) or (self.max_attempts is not None and failures >= self.max_attempts):
-                        logger.warning("giving up on %s after %d attempt(s): %s", self.url, failures, exc)
+                        logger.warning("giving up on %s after %d attempt(s): %s", self._safe_url, failures, exc)
                         with self._lock:
                             self._failure = exc
                             self._changed.notify_all()
                         return
                     delay = self.backoff.next_delay()
-                    logger.debug("connecting to %s failed (%s); retrying in %.2f s", self.url, exc, delay)
+                    logger.debug("connecting to %s failed (%s); retrying in %.2f s", self._safe_url, exc, delay)
                     self._wake.wait(delay)
                     continue
                 failures = 0
@@ -324,7 +331,7 @@ class ReconnectingClient:
         except ConnectionClosed:
             pass
         except Exception:
-            logger.exception("on_connect hook for %s failed; dropping the connection", self.url)
+            logger.exception("on_connect hook for %s failed; dropping the connection", self._safe_url)
             ws.terminate()
         finally:
             with self._lock:
@@ -336,4 +343,4 @@ class ReconnectingClient:
                 try:
                     self.on_disconnect(ws.close_code, ws.close_reason)
                 except Exception:
-                    logger.exception("on_disconnect hook for %s failed", self.url)
+                    logger.exception("on_disconnect hook for %s failed", self._safe_url)

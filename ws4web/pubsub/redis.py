@@ -187,6 +187,7 @@ class RedisBackplane(Backplane):
                 "missed",  # messages from other processes known (by sequence) to be lost
                 "duplicates",  # envelopes older than one already seen (dropped)
                 "invalid",  # messages on our channels that are not envelopes
+                "invalid_text",  # text envelopes whose payload is not UTF-8 (dropped, never relayed)
                 "outages",  # subscriber disconnections
                 "presence_errors",  # presence() answered from local members only
             ),
@@ -574,11 +575,22 @@ class RedisBackplane(Backplane):
                 self._outage_since(previous),
                 time.time(),
             )
-        self._expected[key] = seq + 1
-        hub = self.hub
-        if hub is not None:
-            hub.deliver(group, opcode, payload, remote=True)
-        self._count("received")
+        self._expected[key] = seq + 1  # even if dropped below: it arrived, its number is no gap
+        if opcode is Opcode.TEXT and not _is_utf8(payload):
+            # Relayed, it would make every member's client fail its connection with 1007
+            # (RFC 6455 §8.1): a publisher's bug, or a stranger on the Redis channel.
+            self._count("invalid_text")
+            logger.warning(
+                "dropped a text message to %r from %r: its %d bytes are not UTF-8",
+                group,
+                origin.decode(errors="replace"),
+                len(payload),
+            )
+        else:
+            hub = self.hub
+            if hub is not None:
+                hub.deliver(group, opcode, payload, remote=True)
+            self._count("received")
         if gap is not None:
             self._report(gap)
 
@@ -644,6 +656,14 @@ def _by_group(entries: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     for group, name in entries:
         groups.setdefault(group, []).append(name)
     return groups
+
+
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _text(value: Any) -> str:
