@@ -232,7 +232,8 @@ class Connection(Sender):
         self._socket_closed = False
         _set_nodelay(sock)
         # Bytes read past the handshake may already hold frames (and need pongs).
-        self._frames.extend(protocol.events_received())
+        while events := protocol.events_received():  # at most max_pending frames a call
+            self._frames.extend(events)
         with self._lock:
             self._flush()
 
@@ -424,7 +425,8 @@ class Connection(Sender):
                 protocol.receive_data(data)
             else:
                 protocol.receive_eof()
-            self._frames.extend(protocol.events_received())
+            while events := protocol.events_received():  # at most max_pending frames a call
+                self._frames.extend(events)
             self._flush()
             if protocol.state is State.CLOSED:
                 self._close_socket()

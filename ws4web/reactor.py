@@ -521,7 +521,7 @@ class ReactorConnection(Sender):
     def _attach(self) -> None:
         with self._lock:
             self._flush()
-            events = self.protocol.events_received()
+            events = [e for batch in iter(self.protocol.events_received, []) for e in batch]
         self._registered = True
         self._update_events()
         self._dispatch(events)
@@ -727,7 +727,7 @@ class ReactorConnection(Sender):
                     self.protocol.receive_data(data)
                 else:
                     self.protocol.receive_eof()
-                events = self.protocol.events_received()
+                events = [e for batch in iter(self.protocol.events_received, []) for e in batch]
                 self._flush()
             self._dispatch(events)
             if not self.reactor.in_loop:
@@ -834,7 +834,7 @@ class ReactorConnection(Sender):
                 self.protocol.receive_data(memoryview(buffer)[:n])
             else:
                 self.protocol.receive_eof()
-            events = self.protocol.events_received()
+            events = [e for batch in iter(self.protocol.events_received, []) for e in batch]
             self._flush()
         self._dispatch(events)
         if self._out_size > self.max_send_buffer:
