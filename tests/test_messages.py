@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+import tracemalloc
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -119,6 +121,76 @@ def test_assembler_single_frame_between_messages_does_not_leak() -> None:
     assert assembler.feed(Frame(BINARY, b"whole")) == BinaryMessage(b"whole")
     assert assembler.feed(Frame(BINARY, b"x", fin=False)) is None
     assert assembler.feed(Frame(CONT, b"y")) == BinaryMessage(b"xy")
+
+
+# Fragment sizes around Assembler.LARGE_FRAGMENT: empty, tiny, just below, at, above, large.
+SIZES = [0, 1, 4095, 4096, 4097, 70_000]
+
+
+@pytest.mark.parametrize("opcode", [TEXT, BINARY])
+def test_assembler_joins_any_mix_of_fragment_sizes_in_order(opcode: Opcode) -> None:
+    assert Assembler.LARGE_FRAGMENT == 4096
+    assembler = Assembler()
+    counter = itertools.count()
+    for sizes in itertools.product(SIZES, repeat=3):
+        payloads = [bytes([next(counter) % 128]) * size for size in sizes] + [b"end"]
+        fragments = [Frame(opcode, payloads[0], fin=False)]
+        fragments += [Frame(CONT, payload, fin=False) for payload in payloads[1:-1]]
+        results = [assembler.feed(frame) for frame in [*fragments, Frame(CONT, payloads[-1])]]
+        assert results[:-1] == [None] * len(fragments)
+        message = results[-1]
+        assert message is not None and message.opcode is opcode, sizes
+        assert type(message.data) is bytes
+        assert message.data == b"".join(payloads), sizes
+
+
+def test_assembler_does_not_copy_a_lone_fragment() -> None:
+    assembler = Assembler()
+    payload = bytes(100_000)
+    assert assembler.feed(Frame(BINARY, payload, fin=False)) is None
+    assert assembler.feed(Frame(CONT, b"", fin=False)) is None
+    message = assembler.feed(Frame(CONT, b""))
+    assert message is not None and message.data is payload
+
+
+def traced_peak(feed: Callable[[], object]) -> int:
+    """Peak bytes allocated while ``feed`` runs (what existed before is not counted)."""
+    tracemalloc.start()
+    try:
+        feed()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_assembler_copies_large_fragments_only_in_the_final_join() -> None:
+    fragments = [Frame(BINARY, bytes(65536), fin=False)]
+    fragments += [Frame(CONT, bytes([i]) * 65536, fin=False) for i in range(1, 15)] + [Frame(CONT, bytes(65536))]
+    assembler = Assembler()
+    messages: list[Message | None] = []
+    peak = traced_peak(lambda: messages.extend(assembler.feed(frame) for frame in fragments))
+    assert messages[-1] is not None and len(messages[-1].data) == 16 * 65536
+    assert peak < 16 * 65536 + 4096, f"peak {peak} bytes"  # the joined message, and a list
+
+
+@pytest.mark.parametrize("payload", [b"", b"x"], ids=["empty", "1-byte"])
+def test_assembler_memory_for_many_tiny_fragments(payload: bytes) -> None:
+    """200,000 fragments: no object (nor list slot) per fragment, whatever the protocol allowed."""
+    count = 200_000
+    first, middle, last = Frame(TEXT, payload, fin=False), Frame(CONT, payload, fin=False), Frame(CONT, b"")
+    assembler = Assembler()
+
+    def feed() -> None:
+        assembler.feed(first)
+        for _ in range(count):
+            assembler.feed(middle)
+        message = assembler.feed(last)
+        assert message is not None and len(message.data) == len(payload) * (count + 1)
+
+    peak = traced_peak(feed)
+    # 1-byte fragments: the shared tail (with a bytearray's spare room) and the final join.
+    # Keeping a list of the fragments and joining it at the end peaked at 17 MB here.
+    assert peak < 3 * len(payload) * count + 4096, f"peak {peak} bytes"
 
 
 # -- iter_fragments -----------------------------------------------------------------------

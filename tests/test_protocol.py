@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import struct
+import tracemalloc
 from collections.abc import Callable
 
 import pytest
@@ -18,6 +20,7 @@ from ws4web.exceptions import (
 )
 from ws4web.extensions.base import Extension
 from ws4web.frames import Close, CloseCode, Frame, Opcode
+from ws4web.messages import Assembler
 from ws4web.protocol import CLIENT, SEND_EOF, SERVER, Protocol, Side, State
 from ws4web.streams import StreamReader
 
@@ -86,11 +89,19 @@ def state(protocol: Protocol) -> State:
     return protocol.state
 
 
+def drain(protocol: Protocol) -> list[Frame]:
+    """Every frame the protocol can deliver without more bytes, batch after batch."""
+    events: list[Frame] = []
+    while batch := protocol.events_received():
+        events += batch
+    return events
+
+
 def feed(protocol: Protocol, data: bytes, step: int = 1) -> list[Frame]:
     events: list[Frame] = []
     for i in range(0, len(data), step):
         protocol.receive_data(data[i : i + step])
-        events += protocol.events_received()
+        events += drain(protocol)
     return events
 
 
@@ -113,7 +124,8 @@ CONVERSATION = [
 
 
 def expected_replies(side: Side) -> list[Frame | bytes]:
-    return [Frame(PONG, b"in the middle"), Frame(PONG, b"")]
+    # Both pings arrive before the replies are taken: only the latest is answered (§5.5.3).
+    return [Frame(PONG, b"")]
 
 
 # -- basics -------------------------------------------------------------------------
@@ -642,6 +654,203 @@ def test_no_limit(side: Side) -> None:
     assert protocol.events_received() == [frame]
 
 
+# -- what a peer can make one connection hold (issue 17) ----------------------------------------
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_fragments_but_the_last_count_at_least_one_byte(side: Side) -> None:
+    protocol = Protocol(side, max_message_size=3)
+    frames = [Frame(TEXT, b"", fin=False), Frame(CONT, b"", fin=False), Frame(CONT, b"", fin=False), Frame(CONT, b"")]
+    frames += [Frame(BINARY, b"a", fin=False), Frame(CONT, b"", fin=False), Frame(CONT, b"b")]  # 1 + 1 + 1
+    protocol.receive_data(wire(*frames, to=side))
+    assert drain(protocol) == frames
+    assert state(protocol) is State.OPEN
+    fourth = [Frame(TEXT, b"", fin=False)] + [Frame(CONT, b"", fin=False)] * 3
+    protocol.receive_data(wire(*fourth, to=side))
+    assert drain(protocol) == fourth[:3]
+    assert_failed(protocol, 1009)
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_a_zero_limit_allows_empty_messages_but_no_fragmented_one(side: Side) -> None:
+    protocol = Protocol(side, max_message_size=0)
+    protocol.receive_data(wire(Frame(TEXT, b""), Frame(BINARY, b""), to=side))
+    assert drain(protocol) == [Frame(TEXT, b""), Frame(BINARY, b"")]
+    protocol.receive_data(wire(Frame(BINARY, b"", fin=False), to=side))
+    assert drain(protocol) == []
+    assert_failed(protocol, 1009)
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_a_message_that_never_ends_is_refused_after_max_message_size_fragments(side: Side) -> None:
+    protocol = Protocol(side, max_message_size=1024)
+    protocol.receive_data(wire(Frame(TEXT, b"", fin=False), to=side))
+    protocol.receive_data(wire(Frame(CONT, b"", fin=False), to=side) * 10_000)
+    events = drain(protocol)
+    assert len(events) == 1024  # the first fragment and 1023 continuations: 1024 "bytes"
+    assert_failed(protocol, 1009)
+    assert isinstance(protocol.failure, PayloadTooBig)
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("payload", [b"", b"x"], ids=["empty", "1-byte"])
+def test_memory_of_a_message_that_never_ends_is_bounded(side: Side, payload: bytes) -> None:
+    """16 MiB of tiny fragments through a driver loop with an Assembler: O(max_message_size)."""
+    limit = 65536
+    fragment = wire(Frame(CONT, payload, fin=False), to=side)
+    chunk = fragment * (65536 // len(fragment))
+    first = wire(Frame(TEXT, payload, fin=False), to=side)
+    protocol = Protocol(side, max_message_size=limit)
+    assembler = Assembler()
+    writes: list[bytes] = []
+    delivered = 0
+    tracemalloc.start()
+    try:
+        protocol.receive_data(first)
+        for _ in range(16 * 2**20 // len(chunk)):
+            protocol.receive_data(chunk)
+            while events := protocol.events_received():
+                delivered += len(events)
+                for frame in events:
+                    assert assembler.feed(frame) is None
+            writes += protocol.data_to_send()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert delivered == limit  # each fragment counted 1 byte
+    close = Frame(CLOSE, struct.pack("!H", 1009) + str(protocol.failure).encode())
+    assert decode_output(writes, masked=side is CLIENT) == [close, SEND_EOF]
+    # One read buffered, the fragments' bytes (at most the limit, plus a bytearray's spare
+    # room), one batch of frames. Parsing a read at once and keeping each fragment as an
+    # object took 3.6 MiB for the 1-byte fragments, and the empty ones were never refused.
+    assert peak < len(chunk) + 2 * limit + 65536, f"peak {peak} bytes"
+
+
+def live_frames() -> int:
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if type(obj) is Frame)
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_a_large_read_of_tiny_messages_is_parsed_max_pending_frames_at_a_time(side: Side) -> None:
+    message = wire(Frame(TEXT, b"a"), to=side)
+    data = message * (256 * 1024 // len(message))
+    total = len(data) // len(message)
+    protocol = Protocol(side)
+    assert protocol.max_pending == 64
+    before = live_frames()
+    protocol.receive_data(data)  # one 256 KiB read, tens of thousands of messages
+    assert live_frames() - before <= 64
+    assert protocol.events_pending()
+    assert protocol.unparsed_bytes == len(data) - 64 * len(message)  # raw bytes, no objects
+    batch = protocol.events_received()  # a slow consumer takes one batch and works on it
+    assert batch == [Frame(TEXT, b"a")] * 64
+    assert live_frames() - before <= 2 * 64  # the batch it holds, and the next one parsed
+    del batch
+    assert live_frames() - before <= 64
+    sizes = [len(batch) for batch in iter(protocol.events_received, [])]
+    assert sizes == [64] * ((total - 64) // 64) + ([(total - 64) % 64] if (total - 64) % 64 else [])
+    assert not protocol.events_pending()
+    assert protocol.unparsed_bytes == 0
+    assert state(protocol) is State.OPEN
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_no_bound_parses_a_read_at_once(side: Side) -> None:
+    frames = [Frame(BINARY, bytes([i])) for i in range(200)]
+    protocol = Protocol(side, max_pending=None)
+    protocol.receive_data(wire(*frames, to=side))
+    assert protocol.unparsed_bytes == 0
+    assert protocol.events_received() == frames
+    assert protocol.events_received() == []
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_max_pending_may_change_between_batches(side: Side) -> None:
+    frames = [Frame(BINARY, bytes([i])) for i in range(20)]
+    protocol = Protocol(side, max_pending=2)
+    protocol.receive_data(wire(*frames, to=side))
+    assert protocol.events_received() == frames[:2]
+    protocol.max_pending = 8
+    assert protocol.events_received() == frames[2:4]  # parsed under the old bound
+    assert protocol.events_received() == frames[4:12]
+    protocol.max_pending = None
+    assert protocol.events_received() == frames[12:]
+    assert protocol.events_received() == []
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_failing_from_outside_drops_what_is_unparsed(side: Side) -> None:
+    frames = [Frame(BINARY, bytes([i])) for i in range(20)]
+    protocol = Protocol(side, max_pending=4)
+    protocol.receive_data(wire(*frames, to=side))
+    protocol.fail(1008, "policy")
+    assert protocol.unparsed_bytes == 0
+    assert drain(protocol) == frames[:4]  # parsed before the failure: already received
+    assert sent(protocol) == [close_frame(1008, "policy"), SEND_EOF]
+
+
+def test_max_pending_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_pending"):
+        Protocol(SERVER, max_pending=0)
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_eof_waits_for_the_frames_still_unparsed(side: Side) -> None:
+    frames = [Frame(TEXT, str(i).encode()) for i in range(100)]
+    protocol = Protocol(side, max_pending=16)
+    protocol.receive_data(wire(*frames, to=side))
+    protocol.receive_eof()
+    assert state(protocol) is State.OPEN  # not before the frames are delivered
+    assert protocol.data_to_send() == []
+    protocol.receive_data(wire(Frame(TEXT, b"after EOF"), to=side))  # ignored, as always after EOF
+    assert drain(protocol) == frames
+    assert state(protocol) is State.CLOSED
+    assert protocol.close_code == CloseCode.ABNORMAL_CLOSURE
+    assert protocol.data_to_send() == [SEND_EOF]
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_a_close_frame_behind_the_bound_is_answered_when_parsed(side: Side) -> None:
+    frames = [Frame(TEXT, str(i).encode()) for i in range(100)]
+    protocol = Protocol(side, max_pending=16)
+    protocol.receive_data(wire(*frames, close_frame(1001), Frame(TEXT, b"discarded"), to=side))
+    protocol.receive_eof()
+    assert protocol.data_to_send() == []
+    assert protocol.close_rcvd is None
+    assert drain(protocol) == [*frames, close_frame(1001)]
+    assert state(protocol) is State.CLOSED
+    assert protocol.close_code == 1001
+    assert sent(protocol) == [close_frame(1001), SEND_EOF]
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_replies_follow_each_batch(side: Side) -> None:
+    # The pong for a ping in a batch is there once that batch is parsed, before the next.
+    frames = [Frame(TEXT, b"t")] * 3 + [Frame(PING, b"1")] + [Frame(TEXT, b"t")] * 3 + [Frame(PING, b"2")]
+    protocol = Protocol(side, max_pending=4)
+    protocol.receive_data(wire(*frames, to=side))
+    assert sent(protocol) == [Frame(PONG, b"1")]
+    assert protocol.events_received() == frames[:4]
+    assert sent(protocol) == [Frame(PONG, b"2")]
+    assert protocol.events_received() == frames[4:]
+    assert protocol.events_received() == []
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("max_pending", [1, 2, 5])
+def test_every_split_position_with_a_small_bound(side: Side, max_pending: int) -> None:
+    data = wire(*CONVERSATION, to=side)
+    for i in range(len(data) + 1):
+        protocol = Protocol(side, max_pending=max_pending)
+        protocol.receive_data(data[:i])
+        first = protocol.events_received()  # one batch only: the rest waits, parsed or not
+        assert len(first) <= max_pending
+        protocol.receive_data(data[i:])
+        assert first + drain(protocol) == CONVERSATION, i
+        assert sent(protocol) == expected_replies(side), i
+
+
 # -- UTF-8 (RFC 6455 §8.1) --------------------------------------------------------------------
 
 
@@ -741,20 +950,74 @@ def test_server_pong_bytes() -> None:
     assert server.data_to_send() == [b"\x8a\x03abc"]
 
 
+INTERLEAVED = [
+    Frame(TEXT, b"a", fin=False),
+    Frame(PING, b"1"),
+    Frame(CONT, b"b", fin=False),
+    Frame(PING, b"2"),
+    Frame(PONG, b"3"),
+    Frame(CONT, b"c"),
+]
+
+
 @pytest.mark.parametrize("side", SIDES)
 def test_pings_interleaved_in_a_fragmented_message(side: Side) -> None:
     protocol = Protocol(side)
-    frames = [
-        Frame(TEXT, b"a", fin=False),
-        Frame(PING, b"1"),
-        Frame(CONT, b"b", fin=False),
-        Frame(PING, b"2"),
-        Frame(PONG, b"3"),
-        Frame(CONT, b"c"),
-    ]
-    protocol.receive_data(wire(*frames, to=side))
-    assert protocol.events_received() == frames
-    assert sent(protocol) == [Frame(PONG, b"1"), Frame(PONG, b"2")]
+    protocol.receive_data(wire(*INTERLEAVED, to=side))
+    assert protocol.events_received() == INTERLEAVED
+    assert sent(protocol) == [Frame(PONG, b"2")]
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_each_ping_answered_when_replies_are_taken_in_between(side: Side) -> None:
+    protocol = Protocol(side)
+    replies: list[Frame | bytes] = []
+    for frame in INTERLEAVED:
+        protocol.receive_data(wire(frame, to=side))
+        replies += sent(protocol)
+    assert replies == [Frame(PONG, b"1"), Frame(PONG, b"2")]
+    assert protocol.events_received() == INTERLEAVED
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_ten_thousand_pings_in_one_read_get_one_pong(side: Side) -> None:
+    pings = [Frame(PING, i.to_bytes(4, "big")) for i in range(10_000)]
+    protocol = Protocol(side)
+    protocol.receive_data(wire(*pings, to=side))
+    assert drain(protocol) == pings  # every ping is delivered
+    assert sent(protocol) == [Frame(PONG, (9999).to_bytes(4, "big"))]
+    assert sent(protocol) == []
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_pending_pong_goes_out_before_anything_sent_after_it(side: Side) -> None:
+    # Before the answer to a close frame later in the same read.
+    protocol = Protocol(side)
+    protocol.receive_data(wire(Frame(PING, b"a"), Frame(PING, b"b"), close_frame(1001), Frame(PING, b"late"), to=side))
+    assert drain(protocol) == [Frame(PING, b"a"), Frame(PING, b"b"), close_frame(1001)]
+    eof: list[Frame | bytes] = [SEND_EOF] if side is SERVER else []
+    assert sent(protocol) == [Frame(PONG, b"b"), close_frame(1001), *eof]
+    # Before the close frame of a failure later in the same read.
+    protocol = Protocol(side)
+    protocol.receive_data(wire(Frame(PING, b"c"), Frame(CONT, b"x"), to=side))
+    assert drain(protocol) == [Frame(PING, b"c")]
+    assert sent(protocol)[0] == Frame(PONG, b"c")
+    assert protocol.close_sent is not None and protocol.close_sent.code == 1002
+    # Before what the application sends next, and before our end of TCP.
+    protocol = Protocol(side)
+    protocol.receive_data(wire(Frame(PING, b"d"), to=side))
+    protocol.send_text(b"reply")
+    protocol.receive_data(wire(Frame(PING, b"e"), to=side))
+    protocol.receive_eof()
+    assert drain(protocol) == [Frame(PING, b"d"), Frame(PING, b"e")]
+    assert sent(protocol) == [Frame(PONG, b"d"), Frame(TEXT, b"reply"), Frame(PONG, b"e"), SEND_EOF]
+
+
+def test_pending_pong_goes_out_before_a_prepared_frame() -> None:
+    server = Protocol(SERVER)
+    server.receive_data(wire(Frame(PING, b"p"), to=SERVER))
+    server.send_prepared(Frame(TEXT, b"hi"), b"\x81\x02hi")
+    assert server.data_to_send() == [b"\x8a\x01p", b"\x81\x02hi"]
 
 
 # -- outgoing fragmentation ------------------------------------------------------------------

@@ -125,14 +125,23 @@ class Assembler:
     """Turns the data frames of one connection into messages.
 
     The protocol has already checked sequencing, sizes and UTF-8, so this only
-    joins fragments. Large fragmented messages are joined once, at the end.
+    joins fragments, in memory proportional to the message's bytes whatever its
+    fragmentation: empty fragments are not kept, small ones are copied into a
+    shared tail, large ones (``LARGE_FRAGMENT`` bytes and more) are kept as they
+    are and copied once, by the final join.
     """
 
-    __slots__ = ("_opcode", "_parts")
+    #: Fragments at least this large are kept whole; smaller ones join the tail.
+    LARGE_FRAGMENT = 4096
+
+    __slots__ = ("_opcode", "_parts", "_tail")
 
     def __init__(self) -> None:
         self._opcode: Opcode | None = None
-        self._parts: list[bytes] = []
+        # The message so far: large fragments and earlier tails in order (a list only
+        # once a large fragment came), then the tail of small fragments.
+        self._parts: list[bytes | bytearray] | None = None
+        self._tail: bytearray | None = None
 
     def feed(self, frame: Frame) -> Message | None:
         """Take one data frame; return the message it completes, if any."""
@@ -141,13 +150,33 @@ class Assembler:
             if frame.fin:
                 return TextMessage(frame.data) if opcode is Opcode.TEXT else BinaryMessage(frame.data)
             self._opcode = opcode
-            self._parts = [frame.data]
-            return None
-        self._parts.append(frame.data)
+            self._parts = None
+            self._tail = None
+        data = frame.data
+        if data:
+            tail = self._tail
+            if len(data) >= self.LARGE_FRAGMENT:
+                if self._parts is None:
+                    self._parts = []
+                if tail is not None:
+                    self._parts.append(tail)
+                    self._tail = None
+                self._parts.append(data)
+            elif tail is None:
+                self._tail = bytearray(data)
+            else:
+                tail += data  # in place
         if not frame.fin:
             return None
-        data = b"".join(self._parts)
-        self._parts = []
+        parts, tail = self._parts, self._tail
+        self._parts = self._tail = None
+        if parts is None:
+            data = b"" if tail is None else bytes(tail)
+        else:
+            if tail is not None:
+                parts.append(tail)
+            # bytes() of a bytes object is that object: a lone large fragment is not copied.
+            data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
         first, self._opcode = self._opcode, None
         return TextMessage(data) if first is Opcode.TEXT else BinaryMessage(data)
 

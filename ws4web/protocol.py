@@ -4,7 +4,8 @@ It never touches a socket. A driver feeds it what it read and writes what it
 returns::
 
     protocol.receive_data(chunk)      # or receive_eof() when recv() returned b""
-    for frame in protocol.events_received(): ...
+    while events := protocol.events_received():   # max_pending frames at a time
+        for frame in events: ...
     for data in protocol.data_to_send():
         if data == SEND_EOF: sock.shutdown(SHUT_WR)   # our side of TCP is done
         else: sock.sendall(data)
@@ -14,6 +15,8 @@ It starts in OPEN: the HTTP upgrade happened before (see :mod:`ws4web.handshake`
 and any bytes read past the handshake are passed as ``data``. Errors never leave
 ``receive_data``: a broken rule fails the connection with the close code that
 :meth:`Protocol.fail` maps it to, the only place where that mapping happens.
+What a peer can make one connection hold is bounded: see :class:`Protocol` and
+docs/security.md.
 """
 
 from __future__ import annotations
@@ -62,7 +65,25 @@ class Protocol:
 
     ``max_message_size`` bounds a whole message, ``max_frame_size`` one frame;
     ``None`` lifts a limit. Both are checked on the frame header, before the
-    payload is read, and answered with 1009 (RFC 6455 §10.4).
+    payload is read, and answered with 1009 (RFC 6455 §10.4). Every fragment but
+    the last counts at least 1 byte against ``max_message_size``, so a message
+    made of empty fragments is refused after ``max_message_size`` of them.
+
+    Parsing is bounded in frames, not per read: it stops once ``max_pending``
+    frames (64; ``None``: no bound) are parsed and not yet taken by
+    :meth:`events_received`; what follows stays raw bytes in the buffer
+    (:attr:`unparsed_bytes`), not objects. Each :meth:`events_received` call
+    returns one batch and parses the next, so a driver loops until it gets
+    ``[]``, and may stop between batches to push back on its peer. Up to the
+    bound parsing is eager (a read of many frames is parsed in one go), so
+    :meth:`events_pending` says whether a batch is waiting, and the pongs and
+    close answers of a batch are in :meth:`data_to_send` once it is parsed.
+    EOF takes effect after the frames received before it.
+
+    Every ping received while open is answered, but pings not answered yet
+    share one pong, for the latest (§5.5.3): it is written when the driver
+    next takes :meth:`data_to_send`, or before anything else this side sends,
+    whichever comes first.
     """
 
     def __init__(
@@ -72,14 +93,18 @@ class Protocol:
         data: bytes = b"",
         max_message_size: int | None = 2**20,
         max_frame_size: int | None = None,
+        max_pending: int | None = 64,
         extensions: Sequence[Extension] = (),
     ) -> None:
+        if max_pending is not None and max_pending < 1:
+            raise ValueError("max_pending must be at least 1, or None")
         self.side = side
         #: drivers replace this with a per-connection adapter (ws4web.logs)
         self.logger: Any = logger  # a logging.Logger, or anything with its methods
         self.state = State.OPEN
         self.max_message_size = max_message_size
         self.max_frame_size = max_frame_size
+        self.max_pending = max_pending
         self.extensions = list(extensions)
         self.close_rcvd: Close | None = None
         self.close_sent: Close | None = None
@@ -89,7 +114,10 @@ class Protocol:
 
         self._reader = StreamReader()
         self._events: list[Frame] = []
+        self._held = False  # the parser waits for _events to be taken (max_pending)
         self._writes: list[bytes] = []
+        # Payload of the latest ping not answered yet (§5.5.3: only it needs a pong).
+        self._pong: bytes | None = None
         # Incoming message in progress: its opcode, decoded size, UTF-8 decoder.
         self._in_opcode: Opcode | None = None
         self._in_size = 0
@@ -126,16 +154,29 @@ class Protocol:
         next(self._parser, None)
 
     def events_received(self) -> list[Frame]:
-        """The frames received since the last call, extensions decoded."""
+        """The next frames received, at most ``max_pending``, extensions decoded.
+
+        Taking them lets parsing go on, so call again until it returns ``[]``:
+        received bytes are not all parsed before then (nor EOF applied).
+        """
         events, self._events = self._events, []
+        if self._held:
+            next(self._parser, None)  # parse the next batch: its pongs and close answers too
         return events
 
     def events_pending(self) -> bool:
-        """Whether events wait to be taken, or unparsed bytes are buffered."""
-        return bool(self._events) or bool(self._reader.buffer)
+        """Whether :meth:`events_received` has frames now, without more bytes."""
+        return bool(self._events)
+
+    @property
+    def unparsed_bytes(self) -> int:
+        """Bytes received and not parsed yet: frames waiting behind ``max_pending``, or a partial frame."""
+        return len(self._reader.buffer)
 
     def data_to_send(self) -> list[bytes]:
         """The bytes to write since the last call; :data:`SEND_EOF` ends our side."""
+        if self._pong is not None:
+            self._send_pong()
         writes, self._writes = self._writes, []
         return writes
 
@@ -218,6 +259,8 @@ class Protocol:
         if self._out_opcode is not None:
             raise ValueError("a fragmented message is in progress; finish it first")
         if self.can_send_prepared():
+            if self._pong is not None:
+                self._send_pong()
             self._writes.append(wire)
         else:
             self._send(message)
@@ -252,6 +295,7 @@ class Protocol:
         self._send_eof()
         # Stop parsing, whether this was called by the parser or from outside:
         # nothing received after failing is processed (§7.1.7).
+        self._held = False
         self._parser = self._discard()
         next(self._parser, None)
 
@@ -274,12 +318,21 @@ class Protocol:
         self._send(Frame(opcode, data, fin))
 
     def _send(self, frame: Frame) -> None:
+        if self._pong is not None:  # it answers a ping received before this
+            self._send_pong()
         for extension in self.extensions:
             frame = extension.encode(frame)
         self._writes += frame.serialize(mask=self._mask_out)
 
+    def _send_pong(self) -> None:
+        data, self._pong = self._pong, None
+        if data is not None:
+            self._send(Frame(Opcode.PONG, data))
+
     def _send_eof(self) -> None:
         if not self.eof_sent:
+            if self._pong is not None:
+                self._send_pong()
             self.eof_sent = True
             self._writes.append(SEND_EOF)
 
@@ -293,6 +346,11 @@ class Protocol:
         yield
         try:
             while True:
+                # Backpressure, per frame: the rest waits as bytes until the batch is taken.
+                while self.max_pending is not None and len(self._events) >= self.max_pending:
+                    self._held = True
+                    yield
+                    self._held = False
                 while not buffer:  # between frames: EOF here is still abnormal (1006)
                     if reader.eof:
                         raise EOFError
@@ -346,10 +404,13 @@ class Protocol:
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if self._in_opcode is not None:  # §5.4
                 raise ProtocolError("new data frame inside a fragmented message")
-            self._check_size(len(frame.data))
+            # §10.4: a fragment that is not the last counts at least 1 byte, so a
+            # message of empty fragments is bounded by max_message_size too.
+            size = len(frame.data) or (0 if frame.fin else 1)
+            self._check_size(size)
             if not frame.fin:
                 self._in_opcode = opcode
-                self._in_size = len(frame.data)
+                self._in_size = size
                 if opcode is Opcode.TEXT:
                     self._in_utf8 = _utf8_decoder()
                     self._validate_utf8(frame.data, final=False)
@@ -359,8 +420,9 @@ class Protocol:
         elif opcode is Opcode.CONTINUATION:
             if self._in_opcode is None:  # §5.4
                 raise ProtocolError("continuation frame without a message to continue")
-            self._check_size(self._in_size + len(frame.data))
-            self._in_size += len(frame.data)
+            size = self._in_size + (len(frame.data) or (0 if frame.fin else 1))
+            self._check_size(size)
+            self._in_size = size
             if self._in_utf8 is not None:
                 self._validate_utf8(frame.data, final=frame.fin)
             if frame.fin:
@@ -369,8 +431,8 @@ class Protocol:
                 self._in_size = 0
             self._events.append(frame)
         elif opcode is Opcode.PING:
-            if self.state is State.OPEN:  # §5.5.2: answer with the same payload
-                self._send(Frame(Opcode.PONG, frame.data))
+            if self.state is State.OPEN:  # §5.5.2: answer with the same payload;
+                self._pong = frame.data  # §5.5.3: only the latest unanswered ping
             self._events.append(frame)
         elif opcode is Opcode.PONG:
             self._events.append(frame)
