@@ -17,14 +17,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .auth import Authenticator
+from .auth import Authenticator, OriginPolicy, Origins
 from .drivers import DEFAULT_LIMITS, LIMIT_NAMES, Limits
 from .exceptions import InvalidHandshake, InvalidMessage, RequestAnswered
 from .extensions.base import Extension, ServerExtensionFactory
 from .frames import CloseCode
 from .handshake import Accepted, SubprotocolSelector, accept, reject
 from .http11 import MAX_HEADERS, MAX_LINE, Request, Response
-from .logs import ConnectionLog
+from .logs import ConnectionLog, redact_target
 from .protocol import SERVER, Protocol
 from .websocket import WebSocket
 
@@ -121,7 +121,7 @@ class AcceptPolicy:
         handler_cls: type[WebSocket] = WebSocket,
         *,
         process_request: ProcessRequest | None = None,
-        origins: Sequence[str | None] | None = None,
+        origins: Origins | None = None,
         authenticate: Authenticator | None = None,
         subprotocols: Sequence[str] = (),
         select_subprotocol: SubprotocolSelector | None = None,
@@ -139,13 +139,15 @@ class AcceptPolicy:
             raise TypeError("subprotocols must be a sequence of names, not one string")
         if isinstance(origins, str):
             raise TypeError("origins must be a sequence of origins, not one string")
+        # Parsed once, here: a malformed entry fails when the door is built.
+        origin_policy = origins if origins is None or isinstance(origins, OriginPolicy) else OriginPolicy(origins)
         for factory in extensions:
             if not isinstance(factory, ServerExtensionFactory):
                 raise TypeError(f"extensions must be server extension factories, not {factory!r}")
         self.handler_cls = handler_cls
         self.handler_options = options
         self.process_request = process_request
-        self.origins = None if origins is None else list(origins)
+        self.origins = origin_policy
         self.authenticate = authenticate
         self.subprotocols = list(subprotocols)
         self.select_subprotocol = select_subprotocol
@@ -260,7 +262,7 @@ def log_refusal(log: ConnectionLog, target: str, exc: InvalidHandshake) -> None:
         level = logging.DEBUG  # a TCP probe (health check, port scan) that sent nothing
     else:
         level = logging.INFO
-    log.log(level, "handshake refused (HTTP %d) %s: %s", exc.status, target, exc)
+    log.log(level, "handshake refused (HTTP %d) %s: %s", exc.status, redact_target(target), exc)
 
 
 def unexpected_error(exc: BaseException) -> InvalidHandshake:
