@@ -97,16 +97,57 @@ class GeventPrimitives(Primitives):
 GEVENT = GeventPrimitives()
 
 
+class _HeadTimedOut(BaseException):
+    """Raised in a pywsgi greenlet whose request head did not arrive in time (a
+    BaseException, so that pywsgi's own ``except Exception`` lets it through)."""
+
+
+_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
+    b"Connection: close\r\n\r\n408 Request Timeout\n"
+)
+
+
 class WebSocketWSGIHandler(gevent.pywsgi.WSGIHandler):  # type: ignore[misc]
     """pywsgi's request handler, able to hand its connection to a WebSocket.
 
-    Plain requests are served exactly as by ``WSGIHandler``. The only change is
-    an environ entry (:data:`ENVIRON_KEY`) that lets
-    :class:`WebSocketWSGIApplication` take the socket.
+    Plain requests are served exactly as by ``WSGIHandler``, but for two
+    changes: an environ entry (:data:`ENVIRON_KEY`) lets
+    :class:`WebSocketWSGIApplication` take the socket, and each request head
+    must arrive within :attr:`handshake_timeout` (408 past it).
     """
 
     socket: Any
     response_length: int
+
+    #: seconds for the whole request head (request line and headers); 408 past it
+    handshake_timeout: float | None = 10.0
+
+    def handle_one_request(self) -> Any:
+        # pywsgi bounds no read of the head: a client dripping a byte a second
+        # would hold the greenlet (and its socket) for ever.
+        timer = None
+        if self.handshake_timeout is not None:
+            timer = gevent.Timeout(self.handshake_timeout, _HeadTimedOut)
+            timer.start()
+        self._head_timer = timer
+        try:
+            return super().handle_one_request()
+        except _HeadTimedOut:
+            self.close_connection = True
+            return ("408", _REQUEST_TIMEOUT)
+        finally:
+            if timer is not None:
+                timer.close()
+
+    def read_request(self, raw_requestline: str) -> Any:
+        try:
+            return super().read_request(raw_requestline)
+        finally:
+            # The head is in: from here the time is the application's.
+            timer = getattr(self, "_head_timer", None)
+            if timer is not None:
+                timer.close()
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()

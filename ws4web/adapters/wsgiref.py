@@ -15,10 +15,12 @@ site under a :class:`PathDispatcher`.
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 from wsgiref.handlers import BaseHandler
@@ -66,18 +68,47 @@ class _ServerHandler(ServerHandler):
             BaseHandler.close(self)
 
 
+class _HeadReader(io.RawIOBase):
+    """The socket as a raw stream whose reads share one deadline while the request
+    head arrives (a client dripping a byte a second cannot hold the thread)."""
+
+    def __init__(self, sock: socket.socket, timeout: float | None) -> None:
+        self.sock = sock
+        self.timeout = timeout  # per read, once the head is in
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("request head timed out")
+            self.sock.settimeout(left if self.timeout is None else min(left, self.timeout))
+        return self.sock.recv_into(buffer)
+
+
 class WebSocketWSGIRequestHandler(WSGIRequestHandler):
     """wsgiref's request handler, able to hand its connection to a WebSocket.
 
-    Adds :data:`ENVIRON_KEY` to the environ, bounds the wait for the request
-    with :attr:`timeout`, and logs through :mod:`logging` (logger
-    ``ws4web.adapters.wsgiref``, INFO) instead of printing every request.
+    Adds :data:`ENVIRON_KEY` to the environ, bounds the whole request head by
+    :attr:`handshake_timeout` (408 past it), each later read by :attr:`timeout`,
+    and logs through :mod:`logging` (logger ``ws4web.adapters.wsgiref``, INFO)
+    instead of printing every request.
     """
 
-    #: seconds to wait on a silent client before the request is complete;
+    #: seconds for the whole request head (request line and headers)
+    handshake_timeout: float | None = 10.0
+    #: seconds to wait on a silent client in each read after that;
     #: cleared once a WebSocket owns the socket
     timeout = 30.0
     detached = False
+
+    def setup(self) -> None:
+        super().setup()
+        self._head = _HeadReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._head)
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = dict(super().get_environ())
@@ -86,18 +117,25 @@ class WebSocketWSGIRequestHandler(WSGIRequestHandler):
 
     def handle(self) -> None:
         """Read one request and run the application on it (one request per connection)."""
+        if self.handshake_timeout is not None:
+            self._head.deadline = time.monotonic() + self.handshake_timeout
         try:
             self.raw_requestline = self.rfile.readline(_MAX_REQUEST_LINE + 1)
-        except OSError:  # timed out or reset before a request line arrived
+            if not self.raw_requestline:
+                return  # connected and left
+            if len(self.raw_requestline) > _MAX_REQUEST_LINE:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(414)
+                return
+            if not self.parse_request():  # the error response is already sent
+                return
+        except TimeoutError:
+            self._timed_out()
             return
-        if not self.raw_requestline:
-            return  # connected and left
-        if len(self.raw_requestline) > _MAX_REQUEST_LINE:
-            self.requestline = self.request_version = self.command = ""
-            self.send_error(414)
+        except OSError:  # reset before the request was complete
             return
-        if not self.parse_request():  # the error response is already sent
-            return
+        self._head.deadline = None
+        self.connection.settimeout(self.timeout)
         # wfile is typed BufferedIOBase; ServerHandler only calls write() and flush() on it.
         handler = _ServerHandler(
             self.rfile,
@@ -108,6 +146,20 @@ class WebSocketWSGIRequestHandler(WSGIRequestHandler):
         )
         handler.request_handler = self
         handler.run(self.server.get_app())  # type: ignore[attr-defined]
+
+    def _timed_out(self) -> None:
+        """The head did not arrive in time: 408, if the client still listens."""
+        self.close_connection = True
+        logger.info("%s - request head not complete within %.0f s: 408", self.address_string(), self.handshake_timeout)
+        body = b"408 Request Timeout\n"
+        try:
+            self.connection.settimeout(1.0)
+            self.connection.sendall(
+                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                b"Connection: close\r\n\r\n%s" % (len(body), body)
+            )
+        except OSError:
+            pass
 
     def detach_connection(self) -> None:
         """The application took the socket: answer nothing after it returns, and
