@@ -254,9 +254,12 @@ _POLICY_NAMES = frozenset(
 
 def log_refusal(log: ConnectionLog, target: str, exc: InvalidHandshake) -> None:
     """One line per refused handshake, the same on every door: INFO for a refusal,
-    DEBUG for a ``process_request`` answer or a peer that sent no request."""
+    DEBUG for a ``process_request`` answer or a peer that sent no request,
+    WARNING for a 501 (a server that cannot carry WebSockets)."""
     if isinstance(exc, RequestAnswered):
         level = logging.DEBUG
+    elif exc.status == 501:
+        level = logging.WARNING  # the server cannot hand its socket over: a deployment to fix
     elif isinstance(exc, InvalidMessage) and str(exc).startswith("connection closed"):
         level = logging.DEBUG  # a TCP probe (health check, port scan) that sent nothing
     else:

@@ -1,16 +1,19 @@
 """Logging: the ``ws4web`` logger hierarchy and a connection id on every record.
 
 Every logger in the library is a child of ``logging.getLogger("ws4web")``
-(``ws4web.server``, ``ws4web.reactor``, ``ws4web.adapters.cherrypy`` ...), so one
+(``ws4web.server``, ``ws4web.drivers.selector``, ``ws4web.adapters.cherrypy`` ...), so one
 ``logging.getLogger("ws4web").setLevel(...)`` tunes them all. Records about one
 connection go through a :class:`ConnectionLog`: the message starts with
 ``[ws12 127.0.0.1:50312]`` and the record carries ``ws4web_id`` and
 ``ws4web_peer`` attributes for structured handlers and filters. (One
 :class:`ConnectionLog` serves a connection's driver, protocol and handler.)
 
-Levels: nothing at INFO or above during normal traffic; refused or failed
-handshakes and abnormal closes (no close frame, protocol errors, handler
-crashes) at WARNING with the peer address; details at DEBUG.
+Levels: ERROR for a handler that raised (with its traceback); WARNING for what
+an operator must fix (a server that cannot hand its socket over, accept()
+failing); INFO for refused handshakes and abnormal closes; DEBUG for each open
+and close and the details. The library adds no handler, so with no logging
+configured Python's last-resort handler prints WARNING and above to stderr: a
+crashing handler is never silent. docs/logging.md is the manual.
 
 Secrets: a URL or request target goes into a record, an exception message or a
 thread name only through :func:`redact_url` / :func:`redact_target` (see
@@ -25,9 +28,6 @@ import re
 from typing import Any
 
 __all__ = ["ConnectionLog", "connection_log", "format_peer", "new_id", "redact_target", "redact_url"]
-
-# A library never configures output: the application decides (PEP 282 advice).
-logging.getLogger("ws4web").addHandler(logging.NullHandler())
 
 _ids = itertools.count(1)
 

@@ -27,7 +27,7 @@ __all__ = ["WebSocket"]
 logger = logging.getLogger("ws4web.websocket")
 
 # Closes that are part of normal operation; any other code (1006 no close frame,
-# 1002/1007/1009 bad input, 1011 handler crash ...) is logged at WARNING.
+# 1002/1007/1009 bad input, 1011 handler crash ...) is logged at INFO.
 _ORDINARY_CLOSE_CODES = frozenset(
     {
         CloseCode.NORMAL_CLOSURE,
@@ -244,7 +244,7 @@ class WebSocket:
         reason = self.close_reason
         log = self.log
         if code not in _ORDINARY_CLOSE_CODES and not 3000 <= code <= 4999:
-            log.warning("closed abnormally: %d %s", code, reason)
+            log.info("closed abnormally: %d %s", code, reason)
         else:
             log.debug("closed: %d %s", code, reason)
         try:

@@ -241,7 +241,7 @@ class DriverBase:
 
     def _fail_keepalive(self) -> None:
         """No pong in time: fail with 1011 (the peer or the path is gone) (``_lock`` held)."""
-        self._log.warning("no pong in time: closing with 1011")
+        self._log.info("no pong in time: closing with 1011")
         self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive timeout")
         self._flush()
 
