@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ws4web import SERVER, WebSocket, WebSocketServer, connect, wrap_socket
-from ws4web.drivers.selector import RUNNERS, TRANSITIONS, Loop, SelectorDriver
+from ws4web.drivers.selector import RUNNERS, TRANSITIONS, Loop, SelectorDriver, leave_loop
 from ws4web.exceptions import ConnectionClosed
 from ws4web.frames import Opcode
 from ws4web.messages import Message, TextMessage
@@ -442,3 +442,29 @@ def test_tls_echo(loop: Loop, tls_pair: tuple[ssl.SSLSocket, ssl.SSLSocket]) -> 
     for i in range(50):
         peer.send_frame(Opcode.TEXT, str(i).encode())
     assert [peer.read_frame().payload for _ in range(50)] == [str(i).encode() for i in range(50)]
+
+
+class WarnsBeforeBlocking(WebSocket):
+    def received_message(self, message: Message) -> None:
+        leave_loop()  # a database call follows, say
+        time.sleep(0.5)
+        self.send(message)
+
+
+def test_leave_loop_hands_the_loop_over_before_a_known_block(loop: Loop) -> None:
+    a1, b1 = socket.socketpair()
+    a2, b2 = socket.socketpair()
+    try:
+        served(a1, WarnsBeforeBlocking, loop)
+        served(a2, Echo, loop)
+        slow, fast = RawPeer(b1), RawPeer(b2)
+        slow.send_frame(Opcode.TEXT, b"slow")
+        time.sleep(0.05)
+        fast.send_frame(Opcode.TEXT, b"fast")
+        assert fast.read_frame(timeout=0.3).payload == b"fast"
+        assert slow.read_frame().payload == b"slow"
+        assert loop.moves == 1
+        leave_loop()  # not a loop thread: nothing happens
+    finally:
+        b1.close()
+        b2.close()

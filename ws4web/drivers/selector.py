@@ -56,7 +56,7 @@ from ..protocol import Protocol, State
 from . import DEFAULT_LIMITS, Handler, Limits
 from .base import DriverBase, PingWaiter, closed_error, end_write_side, set_nodelay
 
-__all__ = ["RUNNERS", "TRANSITIONS", "Loop", "SelectorDriver"]
+__all__ = ["RUNNERS", "TRANSITIONS", "Loop", "SelectorDriver", "default_loop", "leave_loop"]
 
 logger = logging.getLogger("ws4web.drivers.selector")
 
@@ -399,6 +399,7 @@ class Loop:
     def _lead(self) -> None:
         with self._leader_lock:
             self._leader = threading.get_ident()
+        _current.loop = self
         try:
             self._loop()
         except Exception:  # pragma: no cover - a bug: keep the process serving
@@ -476,6 +477,18 @@ class Loop:
 
 _default: Loop | None = None
 _default_lock = threading.Lock()
+# The loop this thread leads (or led): see leave_loop().
+_current = threading.local()
+
+
+def leave_loop() -> None:
+    """Call before code that will block (a database call, a wait for room in a
+    queue): if this thread runs a loop's callbacks inline, hand the loop to another
+    thread now, instead of stalling every connection until the watchdog notices.
+    Anywhere else it does nothing."""
+    loop: Loop | None = getattr(_current, "loop", None)
+    if loop is not None:
+        loop.leave()
 
 
 def default_loop() -> Loop:
