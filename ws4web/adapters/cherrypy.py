@@ -69,6 +69,7 @@ import logging
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import cherrypy
@@ -79,11 +80,11 @@ from ..drivers.selector import Loop, SelectorDriver, default_loop
 from ..exceptions import InvalidHandshake
 from ..frames import CloseCode
 from ..handshake import Accepted
-from ..http11 import Headers, Request, Response
+from ..http11 import MAX_HEADERS, Headers, Request, Response
 from ..logs import ConnectionLog, format_peer, new_id
 from ..websocket import WebSocket
 
-__all__ = ["WebSocketPlugin", "WebSocketTool", "install", "uninstall"]
+__all__ = ["WebSocketPlugin", "WebSocketTool", "guard_server", "install", "uninstall"]
 
 logger = logging.getLogger("ws4web.adapters.cherrypy")
 
@@ -345,6 +346,134 @@ def _detach_socket() -> tuple[socket.socket, bytes] | None:
     return sock, bytes(leftover)
 
 
+# -- request heads: what cheroot does not bound -------------------------------------------
+
+
+class _HeadGuard:
+    """What cheroot's request reading lacks for WebSocket handshakes: a deadline on
+    the whole request head (cheroot bounds each read, so a client dripping a byte
+    at a time could hold a worker thread for ever), a limit on the number of header
+    lines, and a refusal of a repeated ``Sec-WebSocket-Key`` or
+    ``Sec-WebSocket-Version`` (cheroot keeps the last, hiding the duplicate).
+
+    Installed by :class:`WebSocketPlugin` on the server it starts (see
+    :func:`guard_server`); nothing changes for requests that arrive in time.
+    """
+
+    def __init__(self, loop: Callable[[], Loop], timeout: float | None, max_headers: int) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.max_headers = max_headers
+
+
+def guard_server(
+    httpserver: Any,
+    loop: Callable[[], Loop] = default_loop,
+    timeout: float | None = 10.0,
+    max_headers: int = MAX_HEADERS,
+) -> None:
+    """Make ``httpserver`` (cheroot's, e.g. ``cherrypy.server.httpserver``) bound each
+    request head by ``timeout`` seconds (408, then the connection is closed) and
+    ``max_headers`` lines, and refuse repeated handshake keys (400). ``loop()``
+    gives the loop whose timers keep the deadlines. Guarding twice changes nothing."""
+    from cheroot.server import HeaderReader
+
+    if getattr(httpserver.ConnectionClass, "ws4web_guarded", False):
+        return
+    guard = _HeadGuard(loop, timeout, max_headers)
+    base_connection: Any = httpserver.ConnectionClass  # the server's own, subclassed, not replaced
+    base_request: Any = base_connection.RequestHandlerClass
+
+    class GuardedHeaderReader(HeaderReader):
+        def __call__(self, rfile: Any, hdict: Any = None) -> Any:
+            return super().__call__(_CountingLines(rfile, guard.max_headers), hdict)
+
+    class GuardedRequest(base_request):  # type: ignore[misc]
+        header_reader = GuardedHeaderReader()
+
+        def parse_request(self) -> None:
+            if guard.timeout is None:
+                super().parse_request()
+                return
+            deadline = _Deadline(self.conn.socket)
+            timer = guard.loop().call_later(guard.timeout, deadline.expire)
+            try:
+                super().parse_request()
+            finally:
+                deadline.done()
+                timer.cancel()
+
+    class GuardedConnection(base_connection):  # type: ignore[misc]
+        RequestHandlerClass = GuardedRequest
+        ws4web_guarded = True
+
+    httpserver.ConnectionClass = GuardedConnection
+
+
+_REPEATABLE_NOT = (b"sec-websocket-key", b"sec-websocket-version")
+
+
+class _CountingLines:
+    """A reader proxy that counts header lines and refuses repeated handshake keys."""
+
+    def __init__(self, rfile: Any, limit: int) -> None:
+        self._rfile = rfile
+        self._limit = limit
+        self._count = 0
+        self._seen: set[bytes] = set()
+
+    def readline(self, *args: Any) -> bytes:
+        line: bytes = self._rfile.readline(*args)
+        if line not in (b"\r\n", b""):
+            self._count += 1
+            if self._count > self._limit:
+                raise ValueError(f"more than {self._limit} header lines")
+            name = line.split(b":", 1)[0].strip().lower()
+            if name in _REPEATABLE_NOT:
+                if name in self._seen:
+                    raise ValueError(f"more than one {name.decode()} header")
+                self._seen.add(name)
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rfile, name)
+
+
+class _Deadline:
+    """One request head's deadline: past it, answer 408 and end the connection."""
+
+    __slots__ = ("_lock", "_state", "sock")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self._lock = threading.Lock()
+        self._state = "reading"
+
+    def done(self) -> None:
+        with self._lock:
+            self._state = "done"
+
+    def expire(self) -> None:
+        """Loop thread: the head is late. The worker blocked in recv() sees EOF."""
+        with self._lock:
+            if self._state != "reading":
+                return
+            self._state = "expired"
+        body = b"408 Request Timeout\n"
+        try:
+            self.sock.send(
+                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                b"Connection: close\r\n\r\n%s" % (len(body), body),
+                socket.MSG_DONTWAIT,
+            )
+        except OSError:
+            pass
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 # -- running handlers ---------------------------------------------------------------------
 
 
@@ -391,9 +520,11 @@ def _start(pending: _Pending, sock: socket.socket, data: bytes) -> None:
 class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]  # cherrypy is untyped
     """Engine plugin: runs the loop, tracks WebSockets, broadcasts, closes them all with 1001 on ``engine.stop``."""
 
-    def __init__(self, bus: Any, shutdown_timeout: float = 5.0) -> None:
+    def __init__(self, bus: Any, shutdown_timeout: float = 5.0, handshake_timeout: float | None = 10.0) -> None:
         super().__init__(bus)
         self.shutdown_timeout = shutdown_timeout
+        #: seconds for a whole request head on ``cherrypy.server`` (408 past it; see guard_server)
+        self.handshake_timeout = handshake_timeout
         self._loop: Loop | None = None
         self._lock = threading.Lock()
         #: the open connections' handlers
@@ -433,6 +564,13 @@ class WebSocketPlugin(plugins.SimplePlugin):  # type: ignore[misc]  # cherrypy i
     def start(self) -> None:
         self.registry = Registry() if self.registry.stopping else self.registry
         self.connection_loop()  # be ready before the first upgrade
+        server = cherrypy.server
+        if getattr(server, "httpserver", None) is None and hasattr(server, "httpserver_from_self"):
+            # Built now rather than when it starts (it subscribes after us), so that
+            # its connections are guarded from the first one.
+            server.httpserver, server.bind_addr = server.httpserver_from_self()
+        if hasattr(getattr(server, "httpserver", None), "ConnectionClass"):
+            guard_server(server.httpserver, lambda: self.connection_loop()[0], self.handshake_timeout)
 
     def stop(self) -> None:
         """Close every WebSocket with 1001, wait up to ``shutdown_timeout``, drop the rest, stop the loop."""

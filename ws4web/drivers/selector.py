@@ -369,9 +369,13 @@ class Loop:
             self._wake()
 
     def call_later(self, delay: float, callback: Callable[[], Any]) -> Timer:
-        """Run ``callback`` on the loop thread after ``delay`` seconds (loop thread only)."""
+        """Run ``callback`` on the loop thread after ``delay`` seconds (any thread may
+        call this; ``cancel()`` the result to call it off)."""
         timer = Timer(_monotonic() + delay, callback)
-        heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
+        if threading.get_ident() == self._leader:
+            heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
+        else:
+            self.call_soon(lambda: heapq.heappush(self._timers, (timer.when, next(self._seq), timer)))
         return timer
 
     def _wake(self) -> None:
