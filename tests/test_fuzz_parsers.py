@@ -131,8 +131,8 @@ def test_valid_frames_round_trip_under_any_chunking(
     assert events == frames
     assert protocol.state is State.OPEN
     assert protocol.failure is None
-    # Replies taken once at the end: only the latest ping is answered (RFC 6455 §5.5.3).
-    pongs = [Frame(Opcode.PONG, frame.data) for frame in frames if frame.opcode is Opcode.PING][-1:]
+    # Every ping is answered, in order (RFC 6455 §5.5.2).
+    pongs = [Frame(Opcode.PONG, frame.data) for frame in frames if frame.opcode is Opcode.PING]
     assert decode_output(protocol.data_to_send(), masked=side is CLIENT) == pongs
 
 

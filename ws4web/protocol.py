@@ -80,10 +80,9 @@ class Protocol:
     close answers of a batch are in :meth:`data_to_send` once it is parsed.
     EOF takes effect after the frames received before it.
 
-    Every ping received while open is answered, but pings not answered yet
-    share one pong, for the latest (§5.5.3): it is written when the driver
-    next takes :meth:`data_to_send`, or before anything else this side sends,
-    whichever comes first.
+    Every ping received while open is answered at once, in order with what this
+    side sends (§5.5.2). A peer that floods pings and never reads the pongs is
+    bounded by the driver, which stops reading it once its answers pile up.
     """
 
     def __init__(
@@ -116,8 +115,6 @@ class Protocol:
         self._events: list[Frame] = []
         self._held = False  # the parser waits for _events to be taken (max_pending)
         self._writes: list[bytes] = []
-        # Payload of the latest ping not answered yet (§5.5.3: only it needs a pong).
-        self._pong: bytes | None = None
         # Incoming message in progress: its opcode, decoded size, UTF-8 decoder.
         self._in_opcode: Opcode | None = None
         self._in_size = 0
@@ -175,8 +172,6 @@ class Protocol:
 
     def data_to_send(self) -> list[bytes]:
         """The bytes to write since the last call; :data:`SEND_EOF` ends our side."""
-        if self._pong is not None:
-            self._send_pong()
         writes, self._writes = self._writes, []
         return writes
 
@@ -259,8 +254,6 @@ class Protocol:
         if self._out_opcode is not None:
             raise ValueError("a fragmented message is in progress; finish it first")
         if self.can_send_prepared():
-            if self._pong is not None:
-                self._send_pong()
             self._writes.append(wire)
         else:
             self._send(message)
@@ -318,21 +311,12 @@ class Protocol:
         self._send(Frame(opcode, data, fin))
 
     def _send(self, frame: Frame) -> None:
-        if self._pong is not None:  # it answers a ping received before this
-            self._send_pong()
         for extension in self.extensions:
             frame = extension.encode(frame)
         self._writes += frame.serialize(mask=self._mask_out)
 
-    def _send_pong(self) -> None:
-        data, self._pong = self._pong, None
-        if data is not None:
-            self._send(Frame(Opcode.PONG, data))
-
     def _send_eof(self) -> None:
         if not self.eof_sent:
-            if self._pong is not None:
-                self._send_pong()
             self.eof_sent = True
             self._writes.append(SEND_EOF)
 
@@ -431,8 +415,8 @@ class Protocol:
                 self._in_size = 0
             self._events.append(frame)
         elif opcode is Opcode.PING:
-            if self.state is State.OPEN:  # §5.5.2: answer with the same payload;
-                self._pong = frame.data  # §5.5.3: only the latest unanswered ping
+            if self.state is State.OPEN:  # §5.5.2: answer with the same payload
+                self._send(Frame(Opcode.PONG, frame.data))
             self._events.append(frame)
         elif opcode is Opcode.PONG:
             self._events.append(frame)

@@ -1035,6 +1035,7 @@ class SelectorDriver(DriverBase, IOHandler):
     def _end_batch(self) -> None:
         """Leader: write the batch's replies in one go, then listen for what comes next."""
         with self._lock:
+            self._flush()  # and what the protocol produced by itself (a failure's close frame)
             if self._out or self._eof_pending:
                 self._write()
         self._update_events()
