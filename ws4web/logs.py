@@ -1,16 +1,17 @@
 """Logging: the ``ws4web`` logger hierarchy and a connection id on every record.
 
 Every logger in the library is a child of ``logging.getLogger("ws4web")``
-(``ws4web.server``, ``ws4web.reactor``, ``ws4web.adapters.cherrypy`` ...), so one
+(``ws4web.server``, ``ws4web.drivers.selector``, ``ws4web.adapters.cherrypy`` ...), so one
 ``logging.getLogger("ws4web").setLevel(...)`` tunes them all. Records about one
 connection go through a :class:`ConnectionLog`: the message starts with
 ``[ws12 127.0.0.1:50312]`` and the record carries ``ws4web_id`` and
 ``ws4web_peer`` attributes for structured handlers and filters. (One
 :class:`ConnectionLog` serves a connection's driver, protocol and handler.)
 
-Levels: nothing at INFO or above during normal traffic; refused or failed
-handshakes and abnormal closes (no close frame, protocol errors, handler
-crashes) at WARNING with the peer address; details at DEBUG.
+Levels: nothing at INFO or above during normal traffic; refused handshakes at
+INFO (DEBUG for a ``process_request`` answer or a peer that sent nothing), see
+:func:`ws4web.accept.log_refusal`; abnormal closes (no close frame, protocol
+errors, handler crashes) at WARNING; all with the peer address; details at DEBUG.
 """
 
 from __future__ import annotations
