@@ -137,6 +137,8 @@ def test_probes_and_process_request_answers_are_logged_at_debug(
         assert wait_until(lambda: any("refused" in r.getMessage() for r in caplog.records))
     records = [r for r in caplog.records if "refused" in r.getMessage()]
     assert [r.levelno for r in records] == [logging.DEBUG]
+    if sent:
+        assert "(HTTP 200)" in records[0].getMessage(), records[0].getMessage()  # the status process_request chose
     assert records[0].ws4web_peer == f"127.0.0.1:{local_port}"  # type: ignore[attr-defined]
     assert records[0].ws4web_id.startswith("ws")  # type: ignore[attr-defined]
 
