@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -273,33 +272,38 @@ def unexpected_error(exc: BaseException) -> InvalidHandshake:
 class Registry:
     """The open connections of one door: broadcast, and graceful shutdown with 1001.
 
-    Safe from threads and greenlets (the lock is held only around set operations).
+    Safe from threads and greenlets without a lock: ``set.add``, ``set.discard``
+    and ``set.copy`` are each one step under the GIL, so a gevent door never
+    meets a threading primitive here (a door's primitives are injected, never
+    the threading defaults). The order of the steps in :meth:`add` and
+    :meth:`shutdown` makes sure no handler escapes a shutdown.
     """
 
     def __init__(self) -> None:
         self._handlers: set[WebSocket] = set()
-        self._lock = threading.Lock()
         self.stopping = False
 
     def add(self, handler: WebSocket) -> bool:
         """Track ``handler``; False (not tracked) once shutdown has begun."""
-        with self._lock:
-            if self.stopping:
-                return False
-            self._handlers.add(handler)
-            return True
+        if self.stopping:
+            return False
+        self._handlers.add(handler)
+        # A shutdown that began meanwhile may have taken its snapshot before the
+        # add: then the caller closes the handler itself (twice is harmless).
+        if self.stopping:
+            self._handlers.discard(handler)
+            return False
+        return True
 
     def discard(self, handler: WebSocket) -> None:
-        with self._lock:
-            self._handlers.discard(handler)
+        self._handlers.discard(handler)
 
     def __len__(self) -> int:
         return len(self._handlers)
 
     def __iter__(self) -> Iterator[WebSocket]:
         """A snapshot: iterating is safe while connections come and go."""
-        with self._lock:
-            return iter(list(self._handlers))
+        return iter(self._handlers.copy())
 
     def broadcast(self, payload: Any, binary: bool | None = None) -> int:
         """Send one message to every open connection; returns how many took it."""
@@ -321,9 +325,8 @@ class Registry:
     ) -> None:
         """Admit no more; close every connection with ``code`` (RFC 6455 §7.4.1: 1001,
         going away); drop those not closed within ``timeout`` seconds."""
-        with self._lock:
-            self.stopping = True
-            targets = list(self._handlers)
+        self.stopping = True  # before the snapshot: see add()
+        targets = self._handlers.copy()
         for handler in targets:
             try:
                 handler.close(code, reason)
