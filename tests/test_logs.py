@@ -76,9 +76,7 @@ class Echo(WebSocket):
         self.send(message)
 
 
-def test_normal_traffic_is_silent_at_info(
-    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_normal_traffic_is_silent_at_info(make_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
     server = make_server(Echo)
     with caplog.at_level(logging.DEBUG, logger="ws4web"):
         with connect(ws_url(server)) as ws:
@@ -173,9 +171,7 @@ def test_abnormal_close_warns_with_the_connections_id(
     assert tagged and {r.ws4web_id for r in tagged} <= {Recorder.ids[0], ws.id}  # type: ignore[attr-defined]
 
 
-def test_handler_crash_is_logged_with_the_id(
-    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_handler_crash_is_logged_with_the_id(make_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
     class Crash(WebSocket):
         def received_message(self, message: Message) -> None:
             raise RuntimeError("bug")

@@ -238,7 +238,9 @@ DRIVERS = ["selector", "blocking"]
 
 
 def member_server(
-    driver: str, make_server: ServerFactory, blocking_server: Callable[[type[WebSocket]], BlockingServer],
+    driver: str,
+    make_server: ServerFactory,
+    blocking_server: Callable[[type[WebSocket]], BlockingServer],
     handler_cls: type[WebSocket],
 ) -> WebSocketServer | BlockingServer:
     return make_server(handler_cls) if driver == "selector" else blocking_server(handler_cls)
