@@ -17,7 +17,7 @@ from ws4web.drivers.blocking import BlockingDriver
 from ws4web.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from ws4web.frames import Frame, Opcode
 from ws4web.messages import BinaryMessage, Message, TextMessage
-from ws4web.protocol import Protocol, State
+from ws4web.protocol import State
 
 from ..conftest import (
     TIMEOUT,
