@@ -560,6 +560,30 @@ def test_shutdown_drops_clients_still_in_the_handshake() -> None:
         server.shutdown()
 
 
+class Puller(WebSocket):
+    """Pull style: opened() keeps the connection's callbacks for itself, waiting in recv()."""
+
+    def opened(self) -> None:
+        for message in self:
+            self.send("pulled " + message.text)
+
+
+def test_pull_style_handlers_do_not_hold_up_the_loop(make_server: ServerFactory) -> None:
+    server = make_server(Puller)
+    first = connect(ws_url(server), close_timeout=2.0)
+    try:
+        # The first handler waits in recv(): were it on the loop thread, no other client
+        # would even get its handshake answered.
+        with connect(ws_url(server), close_timeout=2.0) as second:
+            second.send("b")
+            assert second.recv(TIMEOUT) == TextMessage("pulled b")
+        first.send("a")
+        assert first.recv(TIMEOUT) == TextMessage("pulled a")
+    finally:
+        first.close()
+    assert wait_until(lambda: not server.websockets)
+
+
 def test_handler_options_reach_every_handler(make_server: ServerFactory) -> None:
     server = make_server(EchoHandler, max_message_size=100)
     with connect(ws_url(server), close_timeout=2.0) as ws:
