@@ -1,4 +1,4 @@
-"""Echo server on the standard-library threaded server (conformance entry point).
+"""Echo server on the standard-library server (conformance entry point).
 
     python examples/echo_stdlib.py --port 9001 [--host 127.0.0.1]
 

@@ -4,7 +4,7 @@
 
 The app's own routes answer exactly as before (``GET /`` here, and its 404s);
 WebSocket upgrades to ``/echo`` and ``/clock`` run ws4web handlers, the same
-classes the threaded server runs. With FastAPI (a Starlette app) it is the same
+classes the standard-library server runs. With FastAPI (a Starlette app) it is the same
 line, either way round::
 
     app = FastAPI()

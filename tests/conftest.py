@@ -175,7 +175,8 @@ def _driver(side: Any, sock: Any, options: dict[str, Any]) -> BlockingDriver:
     extensions = options.pop("extensions", [])
     limits = split_limits(options)
     protocol = new_protocol(side, limits, extensions, data)
-    return BlockingDriver(sock, protocol, connection_log(logging.getLogger("ws4web.test"), sock, None), limits=limits, **options)
+    log = connection_log(logging.getLogger("ws4web.test"), sock, None)
+    return BlockingDriver(sock, protocol, log, limits=limits, **options)
 
 
 def server_driver(sock: Any, **options: Any) -> BlockingDriver:

@@ -1,7 +1,6 @@
 """The bad-input table, end to end: hostile bytes from a raw socket against a real WebSocketServer.
 
-Every case runs against both I/O modes (``io="reactor"`` and ``io="threads"``) on
-127.0.0.1 with a client that writes exact bytes. For each hostile input the test
+Every case runs on 127.0.0.1 with a client that writes exact bytes. For each hostile input the test
 checks the answer (the close code read from the server's close frame, or the HTTP
 status), that the server lets the connection go (it ends TCP, so ``recv`` returns
 ``b""``; the handler's ``closed()`` runs; ``server.websockets`` drops it), and that
@@ -42,11 +41,6 @@ pytestmark = [
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 MiB = 2**20
-
-
-@pytest.fixture(params=["reactor", "threads"])
-def io(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 # -- the server side: an echo handler that records how each connection ended --------------------
@@ -139,9 +133,9 @@ def read_until_closed(sock: socket.socket, timeout: float = TIMEOUT) -> tuple[by
 class Bench:
     """A server, a well-behaved client opened first, and raw hostile clients."""
 
-    def __init__(self, make_server: ServerFactory, io: str, **options: Any) -> None:
+    def __init__(self, make_server: ServerFactory, **options: Any) -> None:
         self.handler_cls: type[Tracked] = type("TrackedHere", (Tracked,), {"instances": {}})
-        self.server: WebSocketServer = make_server(self.handler_cls, io=io, **options)
+        self.server: WebSocketServer = make_server(self.handler_cls, **options)
         self.good_headers: tuple[str, ...] = ()
         self.sockets: list[socket.socket] = []
         self._good: RawPeer | None = None
@@ -209,9 +203,9 @@ class Bench:
 def bench_factory(make_server: ServerFactory) -> Iterator[Callable[..., Bench]]:
     benches: list[Bench] = []
 
-    def factory(io: str, good_headers: tuple[str, ...] = (), **options: Any) -> Bench:
+    def factory(good_headers: tuple[str, ...] = (), **options: Any) -> Bench:
         options.setdefault("handshake_timeout", 5.0)
-        bench = Bench(make_server, io, **options)
+        bench = Bench(make_server, **options)
         bench.good_headers = good_headers
         bench.open_good()
         benches.append(bench)
@@ -302,9 +296,9 @@ def read_close(peer: RawPeer) -> tuple[RawFrame, list[RawFrame]]:
 
 @pytest.mark.parametrize(("hostile", "code"), FRAME_CASES)
 def test_bad_frame_fails_the_connection(
-    bench_factory: Callable[..., Bench], io: str, hostile: Callable[[], bytes], code: int
+    bench_factory: Callable[..., Bench], hostile: Callable[[], bytes], code: int
 ) -> None:
-    bench = bench_factory(io)
+    bench = bench_factory()
     bad = bench.handshake()
     handler = bench.handler_of(bad.sock)
     bad.send(hostile())
@@ -319,8 +313,8 @@ def test_bad_frame_fails_the_connection(
     bench.good_echoes()
 
 
-def test_data_after_close_is_ignored(bench_factory: Callable[..., Bench], io: str) -> None:
-    bench = bench_factory(io)
+def test_data_after_close_is_ignored(bench_factory: Callable[..., Bench]) -> None:
+    bench = bench_factory()
     bad = bench.handshake()
     handler = bench.handler_of(bad.sock)
     bad.send(
@@ -342,8 +336,8 @@ def test_data_after_close_is_ignored(bench_factory: Callable[..., Bench], io: st
     bench.good_echoes()
 
 
-def test_reset_mid_frame_gives_1006(bench_factory: Callable[..., Bench], io: str) -> None:
-    bench = bench_factory(io)
+def test_reset_mid_frame_gives_1006(bench_factory: Callable[..., Bench]) -> None:
+    bench = bench_factory()
     bad = bench.handshake()
     handler = bench.handler_of(bad.sock)
     frame = encode_frame(BINARY, os.urandom(1000))
@@ -448,14 +442,13 @@ HANDSHAKE_CASES: list[Any] = [
 @pytest.mark.parametrize(("build", "status", "headers", "options"), HANDSHAKE_CASES)
 def test_bad_handshake_is_refused(
     bench_factory: Callable[..., Bench],
-    io: str,
     build: Callable[[], bytes],
     status: int,
     headers: dict[str, str],
     options: dict[str, Any],
 ) -> None:
     good = (ORIGIN_OK, AUTH_OK) if options else ()
-    bench = bench_factory(io, good_headers=good, **options)
+    bench = bench_factory(good_headers=good, **options)
     answer = bench.http(build())
     assert answer.status == status, answer.status_line
     for name, value in headers.items():
@@ -466,8 +459,8 @@ def test_bad_handshake_is_refused(
     bench.good_echoes()
 
 
-def test_slow_request_is_cut_at_the_handshake_timeout(bench_factory: Callable[..., Bench], io: str) -> None:
-    bench = bench_factory(io, handshake_timeout=1.0)
+def test_slow_request_is_cut_at_the_handshake_timeout(bench_factory: Callable[..., Bench]) -> None:
+    bench = bench_factory(handshake_timeout=1.0)
     request = request_bytes()
     sock = bench.connect()
     # One byte every 0.1 s: the whole request would take about 15 s.
@@ -498,10 +491,10 @@ def trickle_until_cut(sock: socket.socket, data: bytes, delay: float) -> tuple[b
 
 
 def test_slow_tls_handshake_is_cut_at_the_handshake_timeout(
-    make_server: ServerFactory, io: str, server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
+    make_server: ServerFactory, server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
 ) -> None:
     """The deadline covers the TLS handshake too, not each read (a byte every 0.3 s must not keep it alive)."""
-    server = make_server(Tracked, io=io, ssl_context=server_ssl_context, handshake_timeout=1.0)
+    server = make_server(Tracked, ssl_context=server_ssl_context, handshake_timeout=1.0)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = client_ssl_context.wrap_bio(incoming, outgoing, server_hostname="localhost")
     with pytest.raises(ssl.SSLWantReadError):
@@ -538,12 +531,10 @@ class Handler(WebSocket):
     def closed(self, code, reason=None):
         print("closed", getattr(self, "port", None), code, flush=True)
 
-server = WebSocketServer(Handler, "127.0.0.1", 0, io=sys.argv[1], close_timeout=2.0)
-thread = server.start()
+server = WebSocketServer(Handler, "127.0.0.1", 0, close_timeout=2.0).start()
 print("port", server.port, flush=True)
 sys.stdin.read()  # until the test closes our stdin
 server.shutdown(timeout=3.0)
-thread.join(5.0)
 print("stopped", flush=True)
 """
 
@@ -551,9 +542,9 @@ print("stopped", flush=True)
 class ServerProcess:
     """The echo server of SERVER_SCRIPT in its own process, so its memory can be measured."""
 
-    def __init__(self, io: str) -> None:
+    def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVER_SCRIPT, io],
+            [sys.executable, "-c", SERVER_SCRIPT],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -601,8 +592,8 @@ class ServerProcess:
 
 
 @pytest.fixture
-def server_process(io: str) -> Iterator[ServerProcess]:
-    server = ServerProcess(io)
+def server_process() -> Iterator[ServerProcess]:
+    server = ServerProcess()
     try:
         yield server
     finally:

@@ -328,13 +328,12 @@ class PeerCertHandler(WebSocket):
         self.send(str(subject.get("commonName", "none")))
 
 
-@pytest.mark.parametrize("io", ["reactor", "threads"])
-def test_client_certificate_is_required_and_presented(make_server: ServerFactory, io: str) -> None:
+def test_client_certificate_is_required_and_presented(make_server: ServerFactory) -> None:
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(f"{CERTS}/server.pem", f"{CERTS}/server.key")
     server_context.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: no client certificate, no connection
     server_context.load_verify_locations(f"{CERTS}/ca.pem")
-    server = make_server(PeerCertHandler, io=io, ssl_context=server_context)
+    server = make_server(PeerCertHandler, ssl_context=server_context)
     url = f"wss://localhost:{server.port}/"
 
     anonymous = ssl.create_default_context(cafile=f"{CERTS}/ca.pem")

@@ -11,17 +11,13 @@ import pytest
 
 import ws4web
 from ws4web import WebSocket, connect
+from ws4web.http11 import Headers, Request, Response
 from ws4web.logs import ConnectionLog, connection_log, format_peer, new_id, redact_target, redact_url
 from ws4web.messages import Message
 
 from .conftest import TIMEOUT, ServerFactory, wait_until, ws_url
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
-
-
-@pytest.fixture(params=["threads", "reactor"])
-def io(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def test_ids_are_unique_and_short() -> None:
@@ -80,10 +76,8 @@ class Echo(WebSocket):
         self.send(message)
 
 
-def test_normal_traffic_is_silent_at_info(
-    make_server: ServerFactory, io: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    server = make_server(Echo, io=io)
+def test_normal_traffic_is_silent_at_info(make_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    server = make_server(Echo)
     with caplog.at_level(logging.DEBUG, logger="ws4web"):
         with connect(ws_url(server)) as ws:
             for i in range(20):
@@ -96,11 +90,11 @@ def test_normal_traffic_is_silent_at_info(
     assert not loud, [r.getMessage() for r in loud]
 
 
-def test_refused_handshake_warns_with_peer_and_id(
-    make_server: ServerFactory, io: str, caplog: pytest.LogCaptureFixture
+def test_refused_handshake_is_logged_at_info_with_peer_and_id(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = make_server(Echo, io=io, origins=["https://good.example"])
-    with caplog.at_level(logging.WARNING, logger="ws4web"):
+    server = make_server(Echo, origins=["https://good.example"])
+    with caplog.at_level(logging.INFO, logger="ws4web"):
         with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
             sock.sendall(
                 b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -111,10 +105,40 @@ def test_refused_handshake_warns_with_peer_and_id(
             assert sock.recv(100).startswith(b"HTTP/1.1 403")
         assert wait_until(lambda: any("refused" in r.getMessage() for r in caplog.records))
     record = next(r for r in caplog.records if "refused" in r.getMessage())
-    assert record.levelno == logging.WARNING
+    assert record.levelno == logging.INFO  # a refusal is the server working, not failing
     assert record.ws4web_peer == f"127.0.0.1:{local_port}"  # type: ignore[attr-defined]
     assert f"127.0.0.1:{local_port}" in record.getMessage() and "403" in record.getMessage()
     assert record.ws4web_id.startswith("ws")  # type: ignore[attr-defined]
+
+
+def answer_health_checks(request: Request) -> Response | None:
+    if request.path == "/health":
+        return Response(200, "OK", Headers([("Content-Length", "3")]), b"OK\n")
+    return None
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"], ids=["probe", "process-request"])
+def test_probes_and_process_request_answers_are_logged_at_debug(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture, sent: bytes
+) -> None:
+    """A TCP probe that sends nothing, and a request process_request answers itself
+    (a health check), are routine: DEBUG, still with the peer and an id."""
+    server = make_server(Echo, process_request=answer_health_checks)
+    with caplog.at_level(logging.DEBUG, logger="ws4web"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+            local_port = sock.getsockname()[1]
+            if sent:
+                sock.sendall(sent)
+                assert sock.recv(100).startswith(b"HTTP/1.1 200")
+            else:
+                sock.shutdown(socket.SHUT_WR)
+        assert wait_until(lambda: any("refused" in r.getMessage() for r in caplog.records))
+    records = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert [r.levelno for r in records] == [logging.DEBUG]
+    if sent:
+        assert "(HTTP 200)" in records[0].getMessage(), records[0].getMessage()  # the status process_request chose
+    assert records[0].ws4web_peer == f"127.0.0.1:{local_port}"  # type: ignore[attr-defined]
+    assert records[0].ws4web_id.startswith("ws")  # type: ignore[attr-defined]
 
 
 class Recorder(WebSocket):
@@ -125,10 +149,10 @@ class Recorder(WebSocket):
 
 
 def test_abnormal_close_warns_with_the_connections_id(
-    make_server: ServerFactory, io: str, caplog: pytest.LogCaptureFixture
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     Recorder.ids = []
-    server = make_server(Recorder, io=io)
+    server = make_server(Recorder)
     with caplog.at_level(logging.DEBUG, logger="ws4web"):
         ws = connect(ws_url(server))
         assert wait_until(lambda: len(Recorder.ids) == 1)
@@ -147,14 +171,12 @@ def test_abnormal_close_warns_with_the_connections_id(
     assert tagged and {r.ws4web_id for r in tagged} <= {Recorder.ids[0], ws.id}  # type: ignore[attr-defined]
 
 
-def test_handler_crash_is_logged_with_the_id(
-    make_server: ServerFactory, io: str, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_handler_crash_is_logged_with_the_id(make_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
     class Crash(WebSocket):
         def received_message(self, message: Message) -> None:
             raise RuntimeError("bug")
 
-    server = make_server(Crash, io=io)
+    server = make_server(Crash)
     with caplog.at_level(logging.WARNING, logger="ws4web"):
         with connect(ws_url(server)) as ws:
             ws.send("x")

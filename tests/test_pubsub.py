@@ -8,13 +8,15 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import TIMEOUT, ServerFactory, wait_until
 from ws4web import WebSocket, WebSocketServer, connect
+from ws4web.adapters.wsgiref import WebSocketWSGIApplication
+from ws4web.adapters.wsgiref import make_server as make_wsgi_server
 from ws4web.extensions.permessage_deflate import ClientPerMessageDeflateFactory, ServerPerMessageDeflateFactory
 from ws4web.frames import Frame, Opcode
 from ws4web.messages import Message
@@ -192,6 +194,58 @@ def read_until_close(sock: socket.socket, initial: bytes, timeout: float = TIMEO
             protocol.receive_eof()
 
 
+class BlockingServer:
+    """Members on the blocking driver: wsgiref's threading server, a thread per
+    connection, whose writes block (the hub drains them on its sender pool)."""
+
+    def __init__(self, handler_cls: type[WebSocket]) -> None:
+        self.app = WebSocketWSGIApplication(handler_cls, close_timeout=2.0)
+        self.server = make_wsgi_server("127.0.0.1", 0, self.app)
+        self.port: int = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def websockets(self) -> set[WebSocket]:
+        return self.app.websockets
+
+    def stop(self) -> None:
+        try:
+            self.app.shutdown(timeout=2.0)
+        finally:
+            self.server.shutdown()
+            self.thread.join(TIMEOUT)
+            self.server.server_close()  # joins the connection threads
+
+
+@pytest.fixture
+def blocking_server() -> Iterator[Callable[[type[WebSocket]], BlockingServer]]:
+    started: list[BlockingServer] = []
+
+    def factory(handler_cls: type[WebSocket]) -> BlockingServer:
+        server = BlockingServer(handler_cls)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+#: The two kinds of member the hub writes differently: on the selector loop (the
+#: dispatcher writes, never waiting) and on the blocking driver (the sender pool drains).
+DRIVERS = ["selector", "blocking"]
+
+
+def member_server(
+    driver: str,
+    make_server: ServerFactory,
+    blocking_server: Callable[[type[WebSocket]], BlockingServer],
+    handler_cls: type[WebSocket],
+) -> WebSocketServer | BlockingServer:
+    return make_server(handler_cls) if driver == "selector" else blocking_server(handler_cls)
+
+
 @pytest.fixture
 def hubs() -> Iterator[list[Hub]]:
     made: list[Hub] = []
@@ -220,9 +274,13 @@ def publish_paced(hub: Hub, clients: RawClients, count: int, size: int, batch: i
 # -- membership --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("io", ["reactor", "threads"])
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_join_leave_members_and_automatic_leave_on_close(
-    no_leaks: None, make_server: ServerFactory, hubs: list[Hub], io: str
+    no_leaks: None,
+    make_server: ServerFactory,
+    blocking_server: Callable[[type[WebSocket]], BlockingServer],
+    hubs: list[Hub],
+    driver: str,
 ) -> None:
     hub = Hub()
     hubs.append(hub)
@@ -233,7 +291,7 @@ def test_join_leave_members_and_automatic_leave_on_close(
             # The hub has removed us before our own closed() runs.
             closed_seen.append(hub.local_presence("room"))
 
-    server = make_server(Member, io=io)
+    server = member_server(driver, make_server, blocking_server, Member)
     ann = connect(f"ws://127.0.0.1:{server.port}/room?ann")
     bob = connect(f"ws://127.0.0.1:{server.port}/room?bob")
     try:
@@ -295,7 +353,10 @@ def test_a_bare_connection_can_join_and_is_dropped_when_its_peer_is_gone(
 
 
 def test_one_hub_serves_members_on_different_stacks(
-    no_leaks: None, make_server: ServerFactory, hubs: list[Hub]
+    no_leaks: None,
+    make_server: ServerFactory,
+    blocking_server: Callable[[type[WebSocket]], BlockingServer],
+    hubs: list[Hub],
 ) -> None:
     pytest.importorskip("uvicorn")
     from tests.adapters.test_asgi import start_uvicorn
@@ -304,23 +365,23 @@ def test_one_hub_serves_members_on_different_stacks(
     hub = Hub()
     hubs.append(hub)
     handler = make_hub_handler(hub)
-    reactor = make_server(handler)
-    threaded = make_server(handler, io="threads")
+    selector = make_server(handler)
+    blocking = blocking_server(handler)
     asgi = start_uvicorn(WebSocketASGIApp(handler))
     try:
         clients = [
-            connect(f"ws://127.0.0.1:{reactor.port}/room?reactor"),
-            connect(f"ws://127.0.0.1:{threaded.port}/room?threads"),
+            connect(f"ws://127.0.0.1:{selector.port}/room?selector"),
+            connect(f"ws://127.0.0.1:{blocking.port}/room?blocking"),
             connect(f"ws://127.0.0.1:{asgi.port}/room?asgi"),
         ]
         try:
-            assert wait_until(lambda: hub.presence("room") == ["asgi", "reactor", "threads"])
+            assert wait_until(lambda: hub.presence("room") == ["asgi", "blocking", "selector"])
             for k, ws in enumerate(clients):
                 ws.send(f"from {k}")
                 for other in clients:
                     assert other.recv(TIMEOUT).data == f"from {k}".encode()
             clients[2].close()  # the ASGI member leaves by itself too
-            assert wait_until(lambda: hub.presence("room") == ["reactor", "threads"])
+            assert wait_until(lambda: hub.presence("room") == ["blocking", "selector"])
         finally:
             for ws in clients:
                 ws.close()
@@ -331,13 +392,17 @@ def test_one_hub_serves_members_on_different_stacks(
 # -- delivery ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("io", ["reactor", "threads"])
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_publish_reaches_every_member_with_its_type(
-    no_leaks: None, make_server: ServerFactory, hubs: list[Hub], io: str
+    no_leaks: None,
+    make_server: ServerFactory,
+    blocking_server: Callable[[type[WebSocket]], BlockingServer],
+    hubs: list[Hub],
+    driver: str,
 ) -> None:
     hub = Hub()
     hubs.append(hub)
-    server = make_server(make_hub_handler(hub), io=io)
+    server = member_server(driver, make_server, blocking_server, make_hub_handler(hub))
     clients = [connect(f"ws://127.0.0.1:{server.port}/room") for _ in range(5)]
     outsider = connect(f"ws://127.0.0.1:{server.port}/elsewhere")
     try:
@@ -464,14 +529,14 @@ def test_slow_consumer_is_evicted_and_never_stalls_the_room(
 
 
 def test_slow_consumer_on_a_blocking_connection_is_dropped(
-    no_leaks: None, make_server: ServerFactory, hubs: list[Hub]
+    no_leaks: None, blocking_server: Callable[[type[WebSocket]], BlockingServer], hubs: list[Hub]
 ) -> None:
-    # Thread-per-connection sockets block on write: the stuck write pins one sender,
+    # Blocking-driver sockets block on write: the stuck write pins one sender,
     # the others keep going; eviction cannot send a close frame past the stuck
     # write, so after evict_grace the TCP connection is dropped.
     hub = Hub(max_queue=10000, max_queue_bytes=64 * 1024, evict_grace=0.5)
     hubs.append(hub)
-    server = make_server(make_hub_handler(hub), io="threads")
+    server = blocking_server(make_hub_handler(hub))
     clients = RawClients(server.port, 20, slow=1, keep=4)
     count, size = 400, 1024
     try:

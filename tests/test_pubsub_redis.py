@@ -454,7 +454,7 @@ def node_main(argv: list[str]) -> None:
     )
     hub = Hub(backplane, max_queue=100000, max_queue_bytes=args.max_queue_bytes)
     server = WebSocketServer(make_hub_handler(hub), "127.0.0.1", 0, close_timeout=5.0)
-    thread = server.start()
+    server.start()
 
     def answer(**fields: Any) -> None:
         sys.stdout.write(json.dumps(fields) + "\n")
@@ -488,7 +488,6 @@ def node_main(argv: list[str]) -> None:
                 break
     finally:
         server.shutdown(timeout=2.0)
-        thread.join(TIMEOUT)
         hub.close()
     answer(bye=True)
 

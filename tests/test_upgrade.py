@@ -120,7 +120,7 @@ def test_server_handshake_result_keeps_leftover_bytes(sock_pair: tuple[socket.so
     key = base64.b64encode(b"0123456789abcdef").decode()
     leftover = encode_frame(Opcode.TEXT, b"x" * 300)
     b.sendall(request_bytes(key, "/p") + leftover)
-    result = server_handshake(a, timeout=TIMEOUT)
+    result = server_handshake(a, handshake_timeout=TIMEOUT)
     assert result.data == leftover
     assert result.request.path == "/p"
     assert result.response.status == 101
@@ -314,7 +314,7 @@ def test_slowloris_request_is_dropped_after_the_timeout(sock_pair: tuple[socket.
     slow = Worker(trickle, b, request_bytes(), 0.2, stop)
     try:
         with pytest.raises(InvalidMessage) as exc:
-            accept_socket(a, timeout=1.0)
+            accept_socket(a, handshake_timeout=1.0)
     finally:
         stop.set()
     sent = slow.join()
@@ -340,7 +340,7 @@ def test_eof_during_the_request(sock_pair: tuple[socket.socket, socket.socket]) 
     b.sendall(request_bytes()[:30])
     b.shutdown(socket.SHUT_WR)
     with pytest.raises(InvalidMessage):
-        accept_socket(a, timeout=TIMEOUT)
+        accept_socket(a, handshake_timeout=TIMEOUT)
 
 
 def test_client_side_websocket_is_a_client(sock_pair: tuple[socket.socket, socket.socket]) -> None:

@@ -10,10 +10,10 @@ import pytest
 
 from ws4web import CLIENT, SERVER, WebSocket
 from ws4web.drivers import PingWaiter
-from ws4web.upgrade import wrap_socket
 from ws4web.exceptions import ConnectionClosed, ConnectionClosedError
 from ws4web.frames import Frame, Opcode
 from ws4web.messages import BinaryMessage, Message, TextMessage
+from ws4web.upgrade import wrap_socket
 
 from .conftest import TIMEOUT, RawPeer, RecordingHandler, Worker, close_payload, encode_frame
 

@@ -189,7 +189,9 @@ class AcceptPolicy:
         if self.process_request is not None:
             answer = self.process_request(request)
             if answer is not None:
-                raise RequestAnswered(f"answered by process_request with {answer.status}", response=answer)
+                raise RequestAnswered(
+                    f"answered by process_request with {answer.status}", response=answer, status=answer.status
+                )
         return self.negotiate(request)
 
     def negotiate(self, request: Request) -> Accepted:

@@ -1,4 +1,4 @@
-"""The CherryPy tool and plugin against a real CherryPy (cheroot) server on loopback, in both I/O modes."""
+"""The CherryPy tool and plugin against a real CherryPy (cheroot) server on loopback."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ cherrypy = pytest.importorskip("cherrypy")
 from ws4web import WebSocket, connect  # noqa: E402
 from ws4web.adapters import cherrypy as adapter  # noqa: E402
 from ws4web.auth import basic_auth  # noqa: E402
+from ws4web.drivers.selector import SelectorDriver, default_loop  # noqa: E402
 from ws4web.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus  # noqa: E402
 from ws4web.frames import Frame, Opcode  # noqa: E402
 from ws4web.handshake import accept_key, check_response  # noqa: E402
@@ -31,7 +32,6 @@ from ws4web.streams import StreamReader  # noqa: E402
 pytestmark = pytest.mark.timeout(60)
 
 TIMEOUT = 10.0
-IO_MODES = ["reactor", "threads"]
 
 # The decorators below need the tool registered when the class is defined; the
 # plugin is subscribed by the fixture (install() then keeps this tool).
@@ -45,14 +45,26 @@ class Echo(WebSocket):
 
 
 class Probe(Echo):
-    """Echo that reports what the tool gave it, and its closing code."""
+    """Echo that reports what the tool gave it (the constructor's arguments, then what
+    ``opened()`` sees), and its closing code."""
 
     created: queue.Queue[dict[str, Any]] = queue.Queue()
     closings: queue.Queue[int] = queue.Queue()
 
     def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
-        Probe.created.put({"timeout": sock.gettimeout(), "sock": sock, **kwargs})
+        self.arguments = {"sock": sock, **kwargs}
         super().__init__(sock, *args, **kwargs)
+
+    def opened(self) -> None:
+        Probe.created.put(
+            {
+                **self.arguments,
+                "request": self.request,
+                "timeout": self.sock.gettimeout(),
+                "driver": self.connection,
+                "handler": self,
+            }
+        )
 
     def closed(self, code: int, reason: str | None = None) -> None:
         Probe.closings.put(code)
@@ -91,9 +103,15 @@ class Recorder(Echo):
 
 
 class Root:
+    page_saw: queue.Queue[Any] = queue.Queue()
+
     @cherrypy.expose
     def index(self) -> str:
         return "plain page"
+
+    @cherrypy.expose
+    def seen(self) -> None:
+        Root.page_saw.put(cherrypy.request.ws_handler)  # ws4py's name, set before the 101
 
     @cherrypy.expose
     def echo(self) -> None:
@@ -153,6 +171,7 @@ CONFIG = {
     "/boom": {"tools.websocket.on": True, "tools.websocket.handler_cls": Boom},
     "/pull": {"tools.websocket.on": True, "tools.websocket.handler_cls": Puller},
     "/record": {"tools.websocket.on": True, "tools.websocket.handler_cls": Recorder},
+    "/seen": {"tools.websocket.on": True, "tools.websocket.handler_cls": Probe},
 }
 
 
@@ -194,18 +213,8 @@ def start_engine() -> int:
     return int(cherrypy.server.bound_addr[1])
 
 
-@pytest.fixture(params=IO_MODES)
-def io_mode(request: pytest.FixtureRequest, app: adapter.WebSocketPlugin) -> Iterator[str]:
-    mode: str = request.param
-    app.io = mode
-    try:
-        yield mode
-    finally:
-        app.io = "reactor"
-
-
 @pytest.fixture
-def server(app: adapter.WebSocketPlugin, io_mode: str) -> Iterator[tuple[int, adapter.WebSocketPlugin]]:
+def server(app: adapter.WebSocketPlugin) -> Iterator[tuple[int, adapter.WebSocketPlugin]]:
     for q in (Probe.created, Probe.closings):
         while not q.empty():
             q.get_nowait()
@@ -216,8 +225,9 @@ def server(app: adapter.WebSocketPlugin, io_mode: str) -> Iterator[tuple[int, ad
         cherrypy.engine.stop()
 
 
-def reactor_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "ws4web-cherrypy-reactor"]
+def loop_threads() -> list[threading.Thread]:
+    """The plugin's loop threads still alive: leader, watchdog, owners and spares."""
+    return [t for t in threading.enumerate() if t.name.startswith("ws4web-cherrypy-")]
 
 
 def ws_url(port: int, path: str) -> str:
@@ -341,24 +351,38 @@ def test_opened_message_follows_the_101(server: tuple[int, Any]) -> None:
         ws.close()
 
 
-def test_handler_gets_request_environ_and_blocking_socket(server: tuple[int, Any], io_mode: str) -> None:
-    port, _ = server
+def test_handler_gets_ws4py_arguments_request_and_environ(server: tuple[int, adapter.WebSocketPlugin]) -> None:
+    port, plugin = server
     ws = connect(ws_url(port, "/probe?room=7"), timeout=TIMEOUT)
     try:
         ws.send("ping")
         assert ws.recv(TIMEOUT).text == "ping"
         created = Probe.created.get(timeout=TIMEOUT)
-        # cheroot's socket_timeout would end an idle WebSocket; the tool clears it.
-        assert created["timeout"] is None
+        # ws4py's constructor arguments, and nothing else.
+        assert sorted(created) == [
+            "driver", "environ", "extensions", "handler", "heartbeat_freq", "protocols", "request", "sock", "timeout"
+        ]  # fmt: skip
+        assert (created["protocols"], created["extensions"], created["heartbeat_freq"]) == ([], [], None)
         assert created["request"].path == "/probe?room=7"
         assert created["request"].headers.get("Sec-WebSocket-Version") == "13"
         assert created["environ"]["PATH_INFO"] == "/probe"
         assert created["environ"]["QUERY_STRING"] == "room=7"
         assert "wsgi.input" not in created["environ"]
-        assert created["data"] == b""
-        assert ("reactor" in created) == (io_mode == "reactor")
+        # The connection runs on the plugin's loop, its socket non-blocking: cheroot's
+        # socket_timeout (which would end an idle WebSocket) no longer applies.
+        assert isinstance(created["driver"], SelectorDriver) and created["driver"].loop is plugin.loop
+        assert created["timeout"] == 0.0
     finally:
         ws.close()
+
+
+def test_page_handler_sees_the_handler_it_upgrades_to(server: tuple[int, Any]) -> None:
+    port, _ = server
+    with connect(ws_url(port, "/seen"), timeout=TIMEOUT) as ws:
+        ws.send("x")
+        assert ws.recv(TIMEOUT).text == "x"
+    created = Probe.created.get(timeout=TIMEOUT)
+    assert Root.page_saw.get(timeout=TIMEOUT) is created["handler"]
 
 
 # -- the handshake -------------------------------------------------------------------
@@ -441,10 +465,9 @@ def test_first_frame_in_the_handshake_packet(server: tuple[int, Any]) -> None:
     try:
         assert response.status == 101
         assert response.headers.get("Sec-WebSocket-Accept") == accept_key(KEY)
+        # The echo: handed over from cheroot's read buffer, not lost.
         frame = read_frame(sock, rest)
         assert frame.opcode is Opcode.TEXT and frame.data == b"early bird"
-        created = Probe.created.get(timeout=TIMEOUT)
-        assert created["data"] == early  # handed over from cheroot's read buffer, not lost
     finally:
         sock.close()
 
@@ -541,15 +564,15 @@ def test_broadcast_reaches_every_client(server: tuple[int, adapter.WebSocketPlug
     assert wait_for(lambda: not plugin.websockets)
 
 
-def test_engine_stop_closes_clients_with_1001(app: adapter.WebSocketPlugin, io_mode: str) -> None:
+def test_engine_stop_closes_clients_with_1001(app: adapter.WebSocketPlugin) -> None:
     port = start_engine()
     stopper = None
     try:
         clients = [connect(ws_url(port, "/echo"), timeout=TIMEOUT) for _ in range(3)]
         assert wait_for(lambda: len(app.websockets) == 3)
-        # The reactor runs only in its mode, and was started with the engine.
-        assert (app.reactor is not None) == (io_mode == "reactor")
-        assert len(reactor_threads()) == (1 if io_mode == "reactor" else 0)
+        # The loop was started with the engine.
+        assert app.loop is not None
+        assert loop_threads()
         stopper = threading.Thread(target=cherrypy.engine.stop)
         stopper.start()
         for ws in clients:  # reading lets each client answer the server's close frame
@@ -560,15 +583,15 @@ def test_engine_stop_closes_clients_with_1001(app: adapter.WebSocketPlugin, io_m
         assert not stopper.is_alive()
         assert not app.websockets
         # Stopped with the engine, after the closes: no thread left behind.
-        assert app.reactor is None
-        assert not reactor_threads()
+        assert app.loop is None
+        assert wait_for(lambda: not loop_threads()), loop_threads()
     finally:
         if stopper is not None:
             stopper.join(TIMEOUT)
         cherrypy.engine.stop()
 
 
-def test_many_clients_with_four_worker_threads(server: tuple[int, adapter.WebSocketPlugin], io_mode: str) -> None:
+def test_many_clients_with_four_worker_threads(server: tuple[int, adapter.WebSocketPlugin]) -> None:
     port, plugin = server
     assert cherrypy.server.httpserver.requests.min == 4
 
@@ -582,12 +605,9 @@ def test_many_clients_with_four_worker_threads(server: tuple[int, adapter.WebSoc
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=TIMEOUT) as page:
             assert page.read() == b"plain page"
         assert wait_for(lambda: len(plugin.websockets) == 200)
-        if io_mode == "reactor":
-            # One selector thread holds them all: no thread per connection.
-            assert plugin.reactor is not None and len(plugin.reactor.connections) == 200
-            assert threading.active_count() < 200
-        else:
-            assert threading.active_count() > 200
+        # One selector loop holds them all: no thread per connection.
+        assert plugin.loop is not None and len(plugin.loop.connections) == 200
+        assert threading.active_count() < 200
         for i, ws in enumerate(clients):
             ws.send(f"message {i}")
         for i, ws in enumerate(clients):
@@ -597,37 +617,22 @@ def test_many_clients_with_four_worker_threads(server: tuple[int, adapter.WebSoc
             list(pool.map(lambda ws: ws.close(), clients))
 
 
-# -- the I/O modes ---------------------------------------------------------------------
+# -- how handlers run ---------------------------------------------------------------------
 
 
-def test_reactor_is_the_default_and_modes_are_checked() -> None:
-    bus = cherrypy.process.wspbus.Bus()
-    plugin = adapter.WebSocketPlugin(bus)
-    assert plugin.io == "reactor"
-    assert adapter.WebSocketPlugin(bus, io="threads").io == "threads"
-    with pytest.raises(ValueError):
-        adapter.WebSocketPlugin(bus, io="fibers")
-    with pytest.raises(ValueError):
-        plugin.io = "fibers"
-    assert plugin.io == "reactor"
-
-
-def test_pull_style_handler_needs_threads(server: tuple[int, Any], io_mode: str) -> None:
+def test_pull_style_handler_gets_a_thread_of_its_own(server: tuple[int, Any]) -> None:
     port, _ = server
+    bystander = connect(ws_url(port, "/echo"), timeout=TIMEOUT)
     ws = connect(ws_url(port, "/pull"), timeout=TIMEOUT)
     try:
-        if io_mode == "threads":
-            ws.send("x")
-            assert ws.recv(TIMEOUT).text == "pulled x"
-        else:
-            # recv() raises in a reactor callback: the handler failed, 1011. The close
-            # may arrive with the 101 itself, so sending can already report it.
-            with pytest.raises(ConnectionClosedError) as info:
-                ws.send("x")
-                ws.recv(TIMEOUT)
-            assert info.value.code == 1011
+        # Puller.opened() waits in recv(): the loop goes on for the other connection.
+        bystander.send("not held up")
+        assert bystander.recv(TIMEOUT).text == "not held up"
+        ws.send("x")
+        assert ws.recv(TIMEOUT).text == "pulled x"
     finally:
         ws.close()
+        bystander.close()
 
 
 def test_bus_channels_bracket_the_callbacks(server: tuple[int, Any]) -> None:
@@ -661,17 +666,17 @@ def test_bus_channels_bracket_the_callbacks(server: tuple[int, Any]) -> None:
     assert len({id(websocket) for _, websocket in Recorder.events}) == 1
 
 
-@pytest.mark.parametrize("io_mode", ["reactor"], indirect=True)
-def test_without_the_plugin_connections_get_threads(server: tuple[int, adapter.WebSocketPlugin]) -> None:
+def test_without_the_plugin_connections_run_on_the_default_loop(server: tuple[int, adapter.WebSocketPlugin]) -> None:
     port, plugin = server
-    plugin.unsubscribe()  # nobody answers websocket-reactor now
+    plugin.unsubscribe()  # nobody answers websocket-loop now
     try:
         ws = connect(ws_url(port, "/probe"), timeout=TIMEOUT)
         try:
             ws.send("alone")
             assert ws.recv(TIMEOUT).text == "alone"
             created = Probe.created.get(timeout=TIMEOUT)
-            assert "reactor" not in created
+            assert isinstance(created["driver"], SelectorDriver)
+            assert created["driver"].loop is default_loop() and created["driver"].loop is not plugin.loop
             assert not plugin.websockets  # untracked, as nobody listens
         finally:
             ws.close()

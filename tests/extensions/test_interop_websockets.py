@@ -234,12 +234,10 @@ class Ws4webServer:
             handler, "127.0.0.1", 0, extensions=[factory], max_message_size=MAX_SIZE, close_timeout=TIMEOUT
         )
         self.port = self.server.port
-        self.thread = self.server.start()
+        self.server.start()
 
     def stop(self) -> None:
         self.server.shutdown(timeout=TIMEOUT)
-        self.thread.join(TIMEOUT)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture(scope="module")

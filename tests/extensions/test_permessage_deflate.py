@@ -27,6 +27,7 @@ from ws4web.http11 import Headers, Response
 from ws4web.messages import Assembler, Message
 from ws4web.protocol import CLIENT, SERVER, Protocol
 from ws4web.streams import StreamReader
+from ws4web.upgrade import wrap_socket
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -918,7 +919,7 @@ def test_send_compress_false_goes_out_uncompressed_and_the_next_message_compress
     left, right = socket_module.socketpair()
     try:
         extension = client_accepts("permessage-deflate")
-        ws = WebSocket(left, extensions=[extension], side=CLIENT)
+        ws = wrap_socket(left, extensions=[extension], side=CLIENT)
         raw = json_like(4096)
         ws.send(raw, compress=False)
         ws.send(raw)

@@ -1017,9 +1017,9 @@ class SelectorDriver(DriverBase, IOHandler):
         while not self._paused:
             with self._lock:
                 frames = protocol.events_received()
+                self._flush()  # pongs and close answers, in order; a failure's close frame
                 if not frames:
                     return True
-                self._flush()  # pongs and close answers, in order
             items: list[_Item] = []
             for frame in frames:
                 opcode = frame.opcode

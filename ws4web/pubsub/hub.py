@@ -10,12 +10,12 @@ Design (docs/pubsub.md has the long version):
   (``max_queue_bytes``). The dispatcher writes each message to every member with
   ``send_prepared`` (the same bytes object for all), or appends it to the
   member's queue when the member has a backlog or its writes may block.
-* Reactor-driven connections never block on a write, so the dispatcher writes to
+* Selector-driven connections never block on a write, so the dispatcher writes to
   them itself, in one thread, in order. It stops feeding one while more than
   ``send_buffer`` bytes wait in the connection's own buffer (the member is
   *parked*; those bytes count against ``max_queue_bytes``); the hub's timer
   thread resumes it once that buffer has drained to half.
-* Connections whose writes block (a thread per connection, ASGI) are drained by
+* Connections whose writes block (the blocking driver, ASGI) are drained by
   one task per member at a time on a small elastic pool of sender threads: a
   peer that stops reading pins one sender, never the dispatcher or the others.
 * When a queue is full the overflow policy decides: ``"close"`` (default) evicts
@@ -144,7 +144,6 @@ class _Member:
         "prepared",
         "queue",
         "queued_bytes",
-        "reactor",
         "scheduled",
     )
 
@@ -163,9 +162,9 @@ class _Member:
         self.peak_messages = 0
         self.peak_bytes = 0
         self.dropped = 0  # by the drop_oldest policy
-        # Writes to a non-blocking connection never wait: they queue in its own buffer.
-        self.reactor = isinstance(connection, SelectorDriver)
-        self.nonblocking = self.reactor or hasattr(connection, "buffered_amount")
+        # Writes to a selector-driven connection never wait: they queue in its own
+        # buffer. Every driver has buffered_amount; only this one never blocks a writer.
+        self.nonblocking = isinstance(connection, SelectorDriver)
         self.prepared = hasattr(connection, "send_prepared")
 
     def buffered(self) -> int:
@@ -200,12 +199,12 @@ class Hub:
         queued messages; ``"block"``: the publisher waits up to ``block_timeout``
         for room, then evicts as ``"close"`` does.
     ``send_buffer``
-        how many bytes a non-blocking (reactor) connection may hold in its own
+        how many bytes a non-blocking (selector-driven) connection may hold in its own
         buffer before the hub stops feeding it.
     ``max_senders``
-        sender threads at most, for members whose writes block (thread-per-connection
-        sockets, ASGI); one whose peer stopped reading pins a sender until evicted.
-        Reactor connections are all written by the hub's one dispatcher thread.
+        sender threads at most, for members whose writes block (the blocking driver,
+        ASGI); one whose peer stopped reading pins a sender until evicted.
+        Selector-driven connections are all written by the hub's one dispatcher thread.
     ``evict_grace``
         an evicted member whose close frame cannot be written within this many
         seconds (its peer reads nothing) has its TCP connection dropped.
@@ -469,7 +468,7 @@ class Hub:
                         if left <= 0:
                             evict = True
                             break
-                        # A reactor member's buffer drains without telling us: poll it.
+                        # A selector member's buffer drains without telling us: poll it.
                         record.cond.wait(min(left, _TICK * 2) if record.nonblocking else left)
                     if record.dead and not evict:
                         return False
