@@ -677,10 +677,10 @@ def test_a_close_or_ping_amid_a_burst_is_not_held(sock_pair: tuple[socket.socket
 def test_close_does_not_hang_behind_a_write_to_a_peer_that_stopped_reading(
     sock_pair: tuple[socket.socket, socket.socket],
 ) -> None:
-    a, b = sock_pair  # b never reads
+    a, _b = sock_pair  # the peer never reads
     conn = server_driver(a, close_timeout=0.5)
     writer = Worker(lambda: [conn.send_message(b"x" * 65536) for _ in range(1000)])
-    assert wait_until(lambda: conn._lock.locked())  # the writer is stuck in sendall, holding the lock
+    assert wait_until(conn._lock.locked)  # the writer is stuck in sendall, holding the lock
     time.sleep(0.1)
     closer = Worker(conn.close, 1001)
     closer.join(TIMEOUT)  # returns: past close_timeout the connection is dropped instead

@@ -28,7 +28,7 @@ __all__ = ["DriverBase", "PingWaiter", "closed_error", "end_write_side", "set_no
 class PingWaiter:
     """Returned by ``ping()``: wait on it for the pong, then read ``latency``."""
 
-    __slots__ = ("_clock", "_event", "_pump", "latency", "payload", "sent_at")
+    __slots__ = ("_clock", "_event", "_pump", "latency", "on_done", "payload", "sent_at")
 
     def __init__(
         self,
@@ -45,6 +45,8 @@ class PingWaiter:
         self.sent_at: float = clock()
         #: Seconds between the ping and its pong, once the pong arrived.
         self.latency: float | None = None
+        #: the driver's: called once, in the thread that resolves or cancels the ping
+        self.on_done: Callable[[], object] | None = None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the pong arrives (True), or the timeout passes or the
@@ -71,10 +73,18 @@ class PingWaiter:
         if not self._event.is_set():
             self.latency = self._clock() - self.sent_at
             self._event.set()
+            self._done()
 
     def cancel(self) -> None:
         """Called by the driver when the connection ended before the pong."""
-        self._event.set()
+        if not self._event.is_set():
+            self._event.set()
+            self._done()
+
+    def _done(self) -> None:
+        callback, self.on_done = self.on_done, None
+        if callback is not None:
+            callback()
 
 
 class DriverBase:

@@ -766,7 +766,9 @@ class SelectorDriver(DriverBase, IOHandler):
             self.wait_closed(5.0)
 
     def start_keepalive(self, interval: float, timeout: float | None = None) -> None:
+        """Ping ``interval`` seconds after the last pong; none within ``timeout`` fails with 1011."""
         wait = interval if timeout is None else timeout
+        loop = self.loop
 
         def tick() -> None:
             if self._torn_down or self.protocol.state is not State.OPEN:
@@ -775,20 +777,23 @@ class SelectorDriver(DriverBase, IOHandler):
                 waiter = self._send_ping(None, None)
             except (ConnectionClosed, ValueError):
                 return
+            deadline = loop.call_later(wait, lambda: check(waiter))
 
-            def check() -> None:
-                if self._torn_down:
-                    return
-                if waiter.done:
-                    self.loop.call_later(max(0.0, interval - wait), tick)
-                    return
-                with self._lock:
-                    self._fail_keepalive()
-                self._teardown()
+            def answered() -> None:  # leader: the pong arrived (or the connection ended)
+                deadline.cancel()
+                if waiter.latency is not None:
+                    loop.call_later(interval, tick)
 
-            self.loop.call_later(wait, check)
+            waiter.on_done = answered
 
-        self.loop.call_soon(lambda: self.loop.call_later(interval, tick))
+        def check(waiter: PingWaiter) -> None:
+            if self._torn_down or waiter.done:
+                return
+            with self._lock:
+                self._fail_keepalive()
+            self._teardown()
+
+        loop.call_later(interval, tick)
 
     # -- pull style (any thread) ----------------------------------------------------------------------
 
