@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "find_server",
     "register_server",
     "request_from_environ",
+    "shutdown_all",
 ]
 
 logger = logging.getLogger("ws4web.adapters.wsgi")
@@ -247,6 +249,7 @@ class WebSocketWSGIApplication:
         self.handler_cls = handler_cls
         #: the open connections' handlers (broadcast, shutdown)
         self.registry = Registry()
+        _APPS.add(self)
 
     @property
     def websockets(self) -> set[WebSocket]:
@@ -331,6 +334,19 @@ class WebSocketWSGIApplication:
         with ``code`` straight away.
         """
         self.registry.shutdown(code, reason, timeout)
+
+
+# Every application alive in this process, for shutdown_all() (a server's serve() on a signal).
+_APPS: weakref.WeakSet[WebSocketWSGIApplication] = weakref.WeakSet()
+
+
+def shutdown_all(
+    code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down", timeout: float = 5.0
+) -> None:
+    """Close every WebSocket of every WebSocketWSGIApplication in this process with
+    ``code`` (1001 by default); what is not closed within ``timeout`` is dropped."""
+    for app in list(_APPS):
+        app.shutdown(code, reason, timeout)
 
 
 def _respond(response: Response, start_response: StartResponse, *, hop_by_hop: bool) -> list[bytes]:

@@ -16,6 +16,7 @@ running while one waits for a frame, and nothing needs ``patch_all()``.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,7 +28,7 @@ import gevent.pywsgi
 import gevent.select
 
 from ..concurrency import Primitives
-from ._wsgi import PathDispatcher, Takeover, WebSocketWSGIApplication, buffered_bytes, register_server
+from ._wsgi import PathDispatcher, Takeover, WebSocketWSGIApplication, buffered_bytes, register_server, shutdown_all
 
 __all__ = [
     "ENVIRON_KEY",
@@ -37,6 +38,7 @@ __all__ = [
     "WebSocketWSGIApplication",
     "WebSocketWSGIHandler",
     "make_server",
+    "serve",
 ]
 
 #: The environ entry through which the application finds the pywsgi handler.
@@ -201,6 +203,22 @@ def _takeover(environ: Mapping[str, Any]) -> Takeover:
 
 # pywsgi lets applications send hop-by-hop headers: a 426 keeps its Upgrade header.
 register_server(ENVIRON_KEY, _takeover, hop_by_hop=True)
+
+
+def serve(app: Any, host: str = "127.0.0.1", port: int = 8080, **kwargs: Any) -> None:
+    """Serve ``app`` until Ctrl-C or SIGTERM, then close every WebSocket with 1001
+    (Going Away), stop, and return — no traceback. ``kwargs`` go to WSGIServer."""
+    server = make_server(host, port, app, **kwargs)
+    stop = gevent.event.Event()
+    handlers = [gevent.signal_handler(signum, stop.set) for signum in (signal.SIGINT, signal.SIGTERM)]
+    server.start()
+    try:
+        stop.wait()
+    finally:
+        for handler in handlers:
+            handler.cancel()
+        shutdown_all()  # in this greenlet: the connections' greenlets finish their closing handshakes
+        server.stop(timeout=1.0)
 
 
 def make_server(host: str, port: int, app: Any, **kwargs: Any) -> Any:

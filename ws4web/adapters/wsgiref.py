@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
 import socket
 import socketserver
 import threading
@@ -28,7 +29,7 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from ..concurrency import THREADING
 from ..drivers.selector import Loop
-from ._wsgi import PathDispatcher, Takeover, WebSocketWSGIApplication, buffered_bytes, register_server
+from ._wsgi import PathDispatcher, Takeover, WebSocketWSGIApplication, buffered_bytes, register_server, shutdown_all
 
 __all__ = [
     "ENVIRON_KEY",
@@ -37,6 +38,7 @@ __all__ = [
     "WebSocketWSGIRequestHandler",
     "WebSocketWSGIServer",
     "make_server",
+    "serve",
 ]
 
 logger = logging.getLogger("ws4web.adapters.wsgiref")
@@ -236,6 +238,33 @@ def _takeover(environ: Mapping[str, Any]) -> Takeover:
 
 # wsgiref asserts that applications send no hop-by-hop headers.
 register_server(ENVIRON_KEY, _takeover, hop_by_hop=False)
+
+
+def serve(app: Any, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve ``app`` until Ctrl-C or SIGTERM, then close every WebSocket with 1001
+    (Going Away), stop, and return — no traceback."""
+    server = make_server(host, port, app)
+    logger.info("listening on %s:%d", host, server.server_address[1])
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    runner = threading.Thread(target=server.serve_forever, name="ws4web-wsgiref", daemon=True)
+    runner.start()
+    try:
+        while runner.is_alive():
+            runner.join(0.5)  # a join with a timeout lets Ctrl-C through
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shutdown_all()
+        server.shutdown()
+        server.server_close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def make_server(
