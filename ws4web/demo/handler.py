@@ -1,4 +1,4 @@
-"""The chat room's one handler class, mounted unchanged by every stack in this folder.
+"""The chat room's one handler class, mounted unchanged by every app of this package.
 
 Messages go through a :class:`ws4web.pubsub.Hub`: each is framed once and written to
 every member; a member that stops reading is dropped instead of stalling the room.
