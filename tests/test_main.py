@@ -456,6 +456,21 @@ def test_version(cli: Spawn) -> None:
     assert exit_status(child) == 0
 
 
+def test_serve_names_the_extra_a_missing_framework_comes_with() -> None:
+    # None in sys.modules: importing starlette raises ModuleNotFoundError, as where it is not installed.
+    code = "import sys; sys.modules['starlette'] = None; from ws4web.__main__ import main; sys.exit(main())"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "serve", "--adapter", "asgi"],
+        capture_output=True,
+        cwd=ROOT,
+        env=ENV,
+        timeout=2 * EXPECT,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == "the asgi chat demo needs 'starlette': pip install 'ws4web[asgi]'\n"
+
+
 def test_serve_refuses_an_unknown_adapter(cli: Spawn) -> None:
     child = cli("serve", "--adapter", "twisted")
     child.expect_exact("invalid choice: 'twisted'", timeout=EXPECT)

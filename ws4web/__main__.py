@@ -422,8 +422,9 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         app = importlib.import_module(f"{__package__}.demo.{args.adapter}_app")
     except ModuleNotFoundError as exc:  # the framework the demo runs on
-        extra = "" if args.adapter == "stdlib" else f" (or: pip install 'ws4web[{args.adapter}]')"
-        print(f"the {args.adapter} chat demo needs {exc.name!r}: pip install {exc.name}{extra}", file=sys.stderr)
+        missing = (exc.name or "?").partition(".")[0]
+        what = missing if args.adapter == "stdlib" else f"'ws4web[{args.adapter}]'"
+        print(f"the {args.adapter} chat demo needs {missing!r}: pip install {what}", file=sys.stderr)
         return 1
     try:
         app.main(["--host", args.host, "--port", str(args.port)])
