@@ -5,7 +5,8 @@ every member; a member that stops reading is dropped instead of stalling the roo
 Set ``WS4WEB_REDIS_URL`` (e.g. ``redis://127.0.0.1:6379/0``) and the room spans every
 process sharing that Redis, whatever stack each one runs.
 
-Protocol (JSON text messages):
+Protocol (JSON text messages)::
+
   client -> server  {"type": "join", "name": "ann"}   then   {"type": "say", "text": "hi"}
   server -> client  {"type": "presence", "online": ["ann", "bob"]}
                     {"type": "message", "from": "ann", "text": "hi"}
