@@ -51,9 +51,12 @@ NOT_SOURCES = shutil.ignore_patterns(
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without what would let the checkout or the test's own virtualenv leak in."""
+    """This environment without what would let the checkout or the test's own virtualenv leak in.
+
+    Proxy variables stay, for pip; the clients here connect to 127.0.0.1 with ``proxy=False``.
+    """
     drop = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYTHONSAFEPATH"}
-    env = {k: v for k, v in os.environ.items() if k not in drop and not k.lower().endswith("_proxy")}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(extra)
     return env
 
@@ -196,7 +199,7 @@ def test_serve_from_any_folder_then_ctrl_c(installed: Installed) -> None:
             assert response.read() == (ROOT / "ws4web" / "demo" / "index.html").read_bytes()
         finally:
             page.close()
-        with connect(f"ws://127.0.0.1:{port}/ws", timeout=TIMEOUT, close_timeout=2.0) as ws:
+        with connect(f"ws://127.0.0.1:{port}/ws", timeout=TIMEOUT, close_timeout=2.0, proxy=False) as ws:
             ws.send(json.dumps({"type": "join", "name": "ann"}))
             assert json.loads(ws.recv(TIMEOUT).data) == {"type": "presence", "online": ["ann"]}
         _out, err = interrupt(proc)
@@ -224,7 +227,7 @@ def test_quickstart_asgi_program_echoes_under_the_installed_uvicorn(installed: I
     )
     try:
         wait_for_port(port, proc)
-        with connect(f"ws://127.0.0.1:{port}/", timeout=TIMEOUT, close_timeout=2.0) as ws:
+        with connect(f"ws://127.0.0.1:{port}/", timeout=TIMEOUT, close_timeout=2.0, proxy=False) as ws:
             ws.send("hello")
             assert ws.recv(TIMEOUT) == TextMessage("hello")
         _out, err = interrupt(proc)
