@@ -4,10 +4,11 @@
     python compliance/run.py --cases all          # 1-13 (12-13 need permessage-deflate)
     python compliance/run.py --servers stdlib --no-client --cases quick
 
-Installs wstest with ../shared/tools/install-wstest when it is missing. Prints one
-line per agent with the count of each result, and exits 1 when any case ends
-FAILED or UNIMPLEMENTED, or closes with WRONG CODE (or FAILED); OK, NON-STRICT and
-INFORMATIONAL pass. Reports land in compliance/reports/.
+wstest is, first found: ``--wstest COMMAND``; ``wstest`` on the PATH; compliance/.wstest,
+where compliance/install-wstest puts it (run here when none is found). ``--wstest`` takes
+the Docker image too (docs/conformance.md). Prints one line per agent with the count of each
+result, and exits 1 when any case ends FAILED or UNIMPLEMENTED, or closes with WRONG CODE
+(or FAILED); OK, NON-STRICT and INFORMATIONAL pass. Reports land in compliance/reports/.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import collections
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -29,7 +31,7 @@ ROOT = HERE.parent
 EXAMPLES = ROOT / "examples"
 # Each run writes to its own folder, so runs started side by side never clobber each other.
 REPORTS = HERE / "reports" / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
-INSTALLER = ROOT.parent / "shared" / "tools" / "install-wstest"
+INSTALLER = HERE / "install-wstest"
 
 # name -> (example script, module that must be importable for it to run)
 SERVERS: dict[str, tuple[str, str | None]] = {
@@ -52,15 +54,18 @@ PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
 PASSING_CLOSE = {"OK", "INFORMATIONAL", "UNCLEAN"}
 
 
-def find_wstest() -> str:
+def find_wstest(command: str | None) -> list[str]:
+    """The command that runs wstest; compliance/install-wstest's (idempotent) when none is given or found."""
+    if command:
+        return shlex.split(command)
     found = shutil.which("wstest")
     if found:
-        return found
-    if INSTALLER.exists():
-        print(f"installing wstest with {INSTALLER} ...", flush=True)
-        out = subprocess.run(["bash", str(INSTALLER)], check=True, capture_output=True, text=True).stdout
-        return out.strip().splitlines()[-1]
-    sys.exit(f"wstest not found and no installer at {INSTALLER}")
+        return [found]
+    print(f"wstest: {INSTALLER.relative_to(ROOT)} (a minute or more the first time) ...", flush=True)
+    installed = subprocess.run(["bash", str(INSTALLER)], stdout=subprocess.PIPE, text=True, check=False)
+    if installed.returncode != 0:
+        sys.exit(f"{INSTALLER.relative_to(ROOT)} failed; --wstest can run another wstest (docs/conformance.md)")
+    return [installed.stdout.strip().splitlines()[-1]]
 
 
 def free_port() -> int:
@@ -109,7 +114,9 @@ def expand(cases: str) -> tuple[list[str], list[str]]:
     return names, exclude
 
 
-def run_servers(wstest: str, names: list[str], cases: list[str], exclude: list[str], env: dict[str, str]) -> list[str]:
+def run_servers(
+    wstest: list[str], names: list[str], cases: list[str], exclude: list[str], env: dict[str, str]
+) -> list[str]:
     procs, servers = [], []
     try:
         for name in names:
@@ -129,7 +136,7 @@ def run_servers(wstest: str, names: list[str], cases: list[str], exclude: list[s
         spec_path = REPORTS / "fuzzingclient.json"
         spec_path.write_text(json.dumps(spec, indent=2))
         subprocess.run(
-            [wstest, "-m", "fuzzingclient", "-s", str(spec_path)], check=True, stdout=subprocess.DEVNULL, cwd=REPORTS
+            [*wstest, "-m", "fuzzingclient", "-s", str(spec_path)], check=True, stdout=subprocess.DEVNULL, cwd=REPORTS
         )
     finally:
         for proc in procs:
@@ -142,7 +149,7 @@ def run_servers(wstest: str, names: list[str], cases: list[str], exclude: list[s
     return [s["agent"] for s in servers]
 
 
-def run_client(wstest: str, cases: list[str], exclude: list[str], env: dict[str, str]) -> str:
+def run_client(wstest: list[str], cases: list[str], exclude: list[str], env: dict[str, str]) -> str:
     agent = "ws4web-client"
     port = free_port()
     spec = {
@@ -155,7 +162,7 @@ def run_client(wstest: str, cases: list[str], exclude: list[str], env: dict[str,
     spec_path = REPORTS / "fuzzingserver.json"
     spec_path.write_text(json.dumps(spec, indent=2))
     server = subprocess.Popen(
-        [wstest, "-m", "fuzzingserver", "-s", str(spec_path), "--webport", "0"], stdout=subprocess.DEVNULL, cwd=REPORTS
+        [*wstest, "-m", "fuzzingserver", "-s", str(spec_path), "--webport", "0"], stdout=subprocess.DEVNULL, cwd=REPORTS
     )
     try:
         wait_port(port, server)  # type: ignore[arg-type]
@@ -195,9 +202,12 @@ def main() -> int:
     parser.add_argument(
         "--env", action="append", default=[], help="NAME=VALUE for the agents (e.g. WS4WEB_NO_SPEEDUPS=1)"
     )
+    parser.add_argument(
+        "--wstest", metavar="COMMAND", help="how to run wstest: a path, or 'docker run ...' (docs/conformance.md)"
+    )
     args = parser.parse_args()
 
-    wstest = find_wstest()
+    wstest = find_wstest(args.wstest)
     REPORTS.mkdir(parents=True)
     env = dict(os.environ)
     for item in args.env:

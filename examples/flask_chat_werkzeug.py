@@ -11,7 +11,7 @@ gunicorn (see examples/flask_chat_gunicorn.py, which serves this same app)::
 
 Then open http://127.0.0.1:8080/ in two browser tabs. Flask serves the page
 and everything else; only WebSocket upgrades of /ws reach ws4web's
-ChatHandler (examples/chat/handler.py, unchanged).
+ChatHandler (ws4web/demo/handler.py, unchanged).
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
-sys.path.insert(0, os.path.join(HERE, "chat"))
 
 import flask
-from handler import ChatHandler  # type: ignore[import-not-found]  # examples/chat, put on sys.path above
 
 from ws4web.adapters.middleware import WebSocketMiddleware
+from ws4web.demo import page
+from ws4web.demo.handler import ChatHandler
 
-with open(os.path.join(HERE, "chat", "index.html"), "rb") as _page:
-    PAGE = _page.read()
+PAGE = page()
 
 app = flask.Flask(__name__)
 

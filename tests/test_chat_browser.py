@@ -1,6 +1,6 @@
-"""The chat demo (examples/chat) driven end to end in a real headless Chromium, on every server stack.
+"""The chat demo (ws4web.demo) driven end to end in a real headless Chromium, on every server stack.
 
-Each stack's app runs as a subprocess on 127.0.0.1 with ``--port 0``; two
+Each stack's app (``python -m ws4web.demo.<stack>_app``) runs as a subprocess on 127.0.0.1 with ``--port 0``; two
 browser pages join, one talks, the other hears it and sees who is online; then
 the talker closes its page and the room forgets it. Needs Debian's chromium and
 chromium-driver plus Selenium (see tests/browser_setup.md); skipped without them.
@@ -38,7 +38,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
-CHAT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "chat")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STACKS = ["stdlib", "cherrypy", "gevent", "asgi"]
 
 # Every wait on the browser or the app is bounded by this (seconds).
@@ -58,7 +58,8 @@ class App:
         # Closed in stop(): the file outlives this method, a with-block cannot hold it.
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(CHAT, f"{stack}_app.py"), "--host", "127.0.0.1", "--port", "0"],
+            [sys.executable, "-m", f"ws4web.demo.{stack}_app", "--host", "127.0.0.1", "--port", "0"],
+            cwd=ROOT,  # this checkout's ws4web
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             text=True,

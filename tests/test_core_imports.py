@@ -24,12 +24,16 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 """
 
 
+# The chat demo's apps on a framework: applications of the adapters, not core.
+FRAMEWORK_APPS = {"ws4web/demo/cherrypy_app.py", "ws4web/demo/gevent_app.py", "ws4web/demo/asgi_app.py"}
+
+
 def core_modules() -> list[str]:
-    """Every module under ws4web/ except the adapters, found on disk (importing would load adapters)."""
+    """Every module under ws4web/ except the adapters and what runs on them, found on disk."""
     names = []
     for path in sorted(PACKAGE.rglob("*")):
         relative = path.relative_to(ROOT)
-        if relative.parts[1] == "adapters" or "__pycache__" in relative.parts:
+        if relative.parts[1] == "adapters" or "__pycache__" in relative.parts or relative.as_posix() in FRAMEWORK_APPS:
             continue
         if path.suffix == ".py":
             parts = list(relative.with_suffix("").parts)
@@ -69,6 +73,8 @@ def test_the_core_is_found() -> None:
     for expected in ("ws4web", "ws4web.frames", "ws4web.protocol", "ws4web.handshake", "ws4web.extensions.base"):
         assert expected in modules
     assert not any(name.startswith("ws4web.adapters") for name in modules)
+    assert "ws4web.demo.stdlib_app" in modules and "ws4web.demo.asgi_app" not in modules
+    assert all((ROOT / path).is_file() for path in FRAMEWORK_APPS)
 
 
 def test_whole_core_uses_stdlib_only() -> None:

@@ -1,8 +1,10 @@
-"""The example programs (examples/echo_stdlib.py, examples/echo_client.py) run as real processes."""
+"""The example programs (examples/echo_stdlib.py, examples/echo_client.py, examples/chat/) run as real processes."""
 
 from __future__ import annotations
 
+import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -136,3 +138,43 @@ def test_echo_client_exits_1_when_it_cannot_connect() -> None:
     )
     assert proc.returncode == 1
     assert b"cannot connect" in proc.stderr
+
+
+# The chat scripts of examples/chat run the packaged demo (ws4web/demo) from a checkout.
+CHAT_NEEDS = {"stdlib": [], "cherrypy": ["cherrypy"], "gevent": ["gevent"], "asgi": ["starlette", "uvicorn"]}
+
+
+@pytest.mark.parametrize("stack", list(CHAT_NEEDS))
+def test_chat_script_serves_the_page_and_stops_on_ctrl_c(stack: str) -> None:
+    for module in CHAT_NEEDS[stack]:
+        pytest.importorskip(module)
+    script = os.path.join(EXAMPLES, "chat", f"{stack}_app.py")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the script finds the checkout itself
+    proc = subprocess.Popen(
+        [sys.executable, script, "--host", "127.0.0.1", "--port", "0"],
+        cwd=os.path.dirname(script),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/", proc.stdout.readline())
+        assert found, proc.communicate(timeout=TIMEOUT)
+        page = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=TIMEOUT)
+        try:
+            page.request("GET", "/")
+            response = page.getresponse()
+            assert response.status == 200
+            assert b"<title>ws4web chat</title>" in response.read()
+        finally:
+            page.close()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import ws4web
 from ws4web import ConnectionClosed, WebSocket, connect
 from ws4web.http11 import Headers, Request, Response
 from ws4web.messages import Message
@@ -447,6 +448,27 @@ def test_serve_runs_the_chat_and_stops_cleanly(cli: Spawn, adapter: str, stop: s
         ann.terminate()
         bob.terminate()
     assert_clean(child)
+
+
+def test_version(cli: Spawn) -> None:
+    child = cli("--version")
+    child.expect_exact(f"ws4web {ws4web.__version__}", timeout=EXPECT)
+    assert exit_status(child) == 0
+
+
+def test_serve_names_the_extra_a_missing_framework_comes_with() -> None:
+    # None in sys.modules: importing starlette raises ModuleNotFoundError, as where it is not installed.
+    code = "import sys; sys.modules['starlette'] = None; from ws4web.__main__ import main; sys.exit(main())"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "serve", "--adapter", "asgi"],
+        capture_output=True,
+        cwd=ROOT,
+        env=ENV,
+        timeout=2 * EXPECT,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == "the asgi chat demo needs 'starlette': pip install 'ws4web[asgi]'\n"
 
 
 def test_serve_refuses_an_unknown_adapter(cli: Spawn) -> None:

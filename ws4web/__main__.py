@@ -1,7 +1,10 @@
 """Command line: an interactive WebSocket client (like wscat) and the chat demo server.
 
-    python -m ws4web URL [--header "Name: value"]... [--subprotocol P]... [--insecure] [--wait S] [--timeout S]
-    python -m ws4web serve [--host 127.0.0.1] [--port 8080] [--adapter stdlib|cherrypy|gevent|asgi]
+    ws4web URL [--header "Name: value"]... [--subprotocol P]... [--insecure] [--wait S] [--timeout S]
+    ws4web serve [--host 127.0.0.1] [--port 8080] [--adapter stdlib|cherrypy|gevent|asgi]
+    ws4web --version
+
+``ws4web`` is the console script pip installs; ``python -m ws4web`` is the same program.
 
 Client: each line typed is sent as a text message; incoming messages print on
 their own line as they arrive (``< text``; binary as its length and hex).
@@ -15,7 +18,7 @@ Exit status: 0 when the connection ended with 1000 or 1001, 1 for any other end
 (refused, unreachable, another close code), 2 for a usage error, 130 for Ctrl-C
 before the connection was up.
 
-serve: runs ``examples/chat/<adapter>_app.py`` (from a source checkout) until
+serve: runs the chat demo of :mod:`ws4web.demo` (``<adapter>_app.main``) until
 Ctrl-C or SIGTERM, which close every open chat with 1001.
 """
 
@@ -23,9 +26,9 @@ from __future__ import annotations
 
 import argparse
 import http
+import importlib
 import os
 import re
-import runpy
 import signal
 import ssl
 import sys
@@ -34,12 +37,12 @@ from collections.abc import Callable, Sequence
 from types import FrameType, ModuleType
 from typing import TextIO
 
-from . import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI, connect
+from . import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI, __version__, connect
+from .demo import ADAPTERS
 from .frames import CloseCode
 from .messages import Message
 from .websocket import WebSocket
 
-ADAPTERS = ("stdlib", "cherrypy", "gevent", "asgi")
 PROMPT = "> "
 #: bytes of a binary message shown in hex; the rest is elided
 PREVIEW = 32
@@ -416,25 +419,27 @@ def run_client(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "chat")
-    script = os.path.join(root, f"{args.adapter}_app.py")
-    if not os.path.exists(script):
-        print(f"the chat demo for {args.adapter} is not here ({script}); run from a source checkout", file=sys.stderr)
-        return 1
-    argv, sys.argv = sys.argv, [script, "--host", args.host, "--port", str(args.port)]
     try:
-        runpy.run_path(script, run_name="__main__")
-    except ModuleNotFoundError as exc:
-        print(f"the {args.adapter} chat demo needs {exc.name!r}: pip install {exc.name}", file=sys.stderr)
+        app = importlib.import_module(f"{__package__}.demo.{args.adapter}_app")
+    except ModuleNotFoundError as exc:  # the framework the demo runs on
+        missing = (exc.name or "?").partition(".")[0]
+        what = missing if args.adapter == "stdlib" else f"'ws4web[{args.adapter}]'"
+        print(f"the {args.adapter} chat demo needs {missing!r}: pip install {what}", file=sys.stderr)
         return 1
+    try:
+        app.main(["--host", args.host, "--port", str(args.port)])
     except OSError as exc:  # the port is taken, the host unknown ...
         print(f"cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass  # Ctrl-C while the app was still starting (importing its framework, say)
-    finally:
-        sys.argv = argv
     return 0
+
+
+def _prog() -> str:
+    """How the user called us: the console script, or ``python -m ws4web``."""
+    script = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return "ws4web" if script.startswith("ws4web") else "python -m ws4web"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -442,16 +447,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     restore_sigterm = _sigterm_interrupts()
     try:
         if argv[:1] == ["serve"]:
-            parser = argparse.ArgumentParser(prog="python -m ws4web serve", description="Run the chat demo.")
+            parser = argparse.ArgumentParser(prog=f"{_prog()} serve", description="Run the chat demo.")
             parser.add_argument("--host", default="127.0.0.1")
             parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (default: 8080)")
             parser.add_argument("--adapter", choices=ADAPTERS, default="stdlib")
             return run_serve(parser.parse_args(argv[1:]))
         parser = argparse.ArgumentParser(
-            prog="python -m ws4web",
+            prog=_prog(),
             description="Interactive WebSocket client: each line typed is sent as a text message.",
-            epilog="'python -m ws4web serve --help': the chat demo server.",
+            epilog=f"'{_prog()} serve --help': the chat demo server.",
         )
+        parser.add_argument("--version", action="version", version=f"ws4web {__version__}")
         parser.add_argument("url", help="ws:// or wss:// URL")
         parser.add_argument(
             "--header",

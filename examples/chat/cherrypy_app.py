@@ -1,91 +1,17 @@
-"""The chat demo on CherryPy: the page at ``/``, the unchanged ChatHandler at ``/ws``.
+"""The chat demo on CherryPy, from a checkout: the program is ws4web/demo/cherrypy_app.py.
 
-    python examples/chat/cherrypy_app.py [--port 8080] [--host 127.0.0.1] [--io reactor|threads]
+    python3 examples/chat/cherrypy_app.py [--port 8080] [--host 127.0.0.1]
 
-Then open the printed URL (http://127.0.0.1:8080/) in two browser tabs.
-``--port 0`` picks a free port; the URL printed has the real one. Ctrl-C or
-SIGTERM stops the engine, which says goodbye (1001) to every open tab.
+is ``ws4web serve --adapter cherrypy`` without installing ws4web. Then open the printed
+URL (http://127.0.0.1:8080/) in two browser tabs; Ctrl-C stops it.
 """
 
-from __future__ import annotations
-
-import argparse
-import logging
 import os
 import sys
-from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", ".."))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-import cherrypy
-from handler import ChatHandler
-
-from ws4web.adapters.cherrypy import IO_MODES, WebSocketPlugin, install
-from ws4web.extensions import ServerPerMessageDeflateFactory
-
-with open(os.path.join(HERE, "index.html"), "rb") as _page:
-    PAGE = _page.read()
-
-
-class ChatRoot:
-    @cherrypy.expose  # type: ignore[untyped-decorator]  # cherrypy is untyped
-    def index(self) -> bytes:
-        cherrypy.response.headers["Content-Type"] = "text/html; charset=utf-8"
-        return PAGE
-
-    @cherrypy.expose  # type: ignore[untyped-decorator]
-    def ws(self) -> None:
-        """The upgrade: tools.websocket (configured below) has answered 101 by now."""
-
-
-def setup(host: str = "127.0.0.1", port: int = 8080, io: str = "reactor") -> WebSocketPlugin:
-    """Configure CherryPy for the chat (without starting it); return the WebSocket plugin."""
-    plugin = install(io=io)
-    cherrypy.config.update(
-        {
-            "server.socket_host": host,
-            "server.socket_port": port,
-            "engine.autoreload.on": False,
-            "checker.on": False,
-            "log.screen": False,
-            "log.access_file": "",
-            "log.error_file": "",
-        }
-    )
-    config: dict[str, dict[str, Any]] = {
-        "/ws": {
-            "tools.websocket.on": True,
-            "tools.websocket.handler_cls": ChatHandler,
-            # chat events are small (names of 32, texts of 2000 characters)
-            "tools.websocket.max_message_size": 2**16,
-            "tools.websocket.extensions": [ServerPerMessageDeflateFactory()],
-        }
-    }
-    cherrypy.tree.mount(ChatRoot(), "/", config)
-    return plugin
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="ws4web chat demo (CherryPy)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--io", choices=IO_MODES, default="reactor", help="how connections run (default: reactor)")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    for handler in logging.getLogger().handlers:
-        # CherryPy sets its own loggers to INFO; filter at the handler to stay quiet.
-        handler.setLevel(logging.WARNING)
-    setup(args.host, args.port, args.io)
-    if hasattr(cherrypy.engine, "signal_handler"):
-        cherrypy.engine.signal_handler.subscribe()  # SIGTERM / Ctrl-C stop the engine cleanly
-    cherrypy.engine.start()
-    host, port = cherrypy.server.bound_addr[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"ws4web chat on http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
-    cherrypy.engine.block()
-
+from ws4web.demo.cherrypy_app import main
 
 if __name__ == "__main__":
     main()

@@ -1,66 +1,17 @@
-"""The chat demo on the standard library alone: one port serves the page and /ws.
+"""The chat demo on the standard library alone, from a checkout: the program is ws4web/demo/stdlib_app.py.
 
-    python examples/chat/stdlib_app.py [--port 8080] [--host 127.0.0.1]
+    python3 examples/chat/stdlib_app.py [--port 8080] [--host 127.0.0.1]
 
-Then open http://127.0.0.1:8080/ in two browser tabs.
+is ``ws4web serve --adapter stdlib`` without installing ws4web. Then open the printed
+URL (http://127.0.0.1:8080/) in two browser tabs; Ctrl-C stops it.
 """
 
-from __future__ import annotations
-
-import argparse
-import logging
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", ".."))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from handler import ChatHandler
-
-from ws4web import WebSocketServer
-from ws4web.extensions import ServerPerMessageDeflateFactory
-from ws4web.http11 import Headers, Request, Response
-
-with open(os.path.join(HERE, "index.html"), "rb") as _page:
-    PAGE = _page.read()
-
-
-def serve_page(request: Request) -> Response | None:
-    """Answer plain HTTP requests (the page itself); let upgrades through."""
-    if "websocket" in request.headers.get("Upgrade", "").lower():
-        return None if request.path.split("?")[0] == "/ws" else Response(404, "Not Found", Headers(), b"")
-    if request.path.split("?")[0] in ("/", "/index.html"):
-        headers = Headers(
-            [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(PAGE))), ("Connection", "close")]
-        )
-        return Response(200, "OK", headers, PAGE)
-    return Response(404, "Not Found", Headers([("Content-Length", "10")]), b"not found\n")
-
-
-def make_server(host: str = "127.0.0.1", port: int = 8080) -> WebSocketServer:
-    # permessage-deflate: every browser offers it, and chat text compresses well.
-    return WebSocketServer(
-        ChatHandler, host, port, process_request=serve_page, extensions=[ServerPerMessageDeflateFactory()]
-    )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="ws4web chat demo (standard library server)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    server = make_server(args.host, args.port)
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"ws4web chat on http://{host}:{server.port}/  (Ctrl-C to stop)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.shutdown()
-
+from ws4web.demo.stdlib_app import main
 
 if __name__ == "__main__":
     main()

@@ -29,6 +29,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from ws4web import ConnectionClosed, InvalidStatus, TextMessage, WebSocket, connect
 from ws4web.adapters.asgi import UnsupportedByASGI, WebSocketASGIApp, WebSocketMiddleware, uvicorn_server
+from ws4web.demo import page as chat_page
 from ws4web.messages import Message
 
 TIMEOUT = 10.0
@@ -542,8 +543,7 @@ def test_chat_example_presence_messages_and_ctrl_c() -> None:
         assert found, line
         port = int(found.group(1))
         # The URL is printed before uvicorn listens on the (already bound) socket: connect retries are not needed.
-        with open(os.path.join(CHAT_DIR, "index.html"), "rb") as page:
-            assert raw_exchange(port, get("/")).endswith(b"\r\n\r\n" + page.read())
+        assert raw_exchange(port, get("/")).endswith(b"\r\n\r\n" + chat_page())
 
         def event(ws: WebSocket) -> Any:
             return json.loads(ws.recv(timeout=TIMEOUT).data)

@@ -1,11 +1,12 @@
-"""The chat room's one handler class, mounted unchanged by every stack in this folder.
+"""The chat room's one handler class, mounted unchanged by every app of this package.
 
 Messages go through a :class:`ws4web.pubsub.Hub`: each is framed once and written to
 every member; a member that stops reading is dropped instead of stalling the room.
 Set ``WS4WEB_REDIS_URL`` (e.g. ``redis://127.0.0.1:6379/0``) and the room spans every
 process sharing that Redis, whatever stack each one runs.
 
-Protocol (JSON text messages):
+Protocol (JSON text messages)::
+
   client -> server  {"type": "join", "name": "ann"}   then   {"type": "say", "text": "hi"}
   server -> client  {"type": "presence", "online": ["ann", "bob"]}
                     {"type": "message", "from": "ann", "text": "hi"}
