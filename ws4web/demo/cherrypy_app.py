@@ -1,6 +1,6 @@
 """The chat demo on CherryPy: the page at ``/``, the unchanged ChatHandler at ``/ws``.
 
-    ws4web serve --adapter cherrypy [--port 8080] [--host 127.0.0.1] [--io reactor|threads]
+    ws4web serve --adapter cherrypy [--port 8080] [--host 127.0.0.1]
 
 Then open the printed URL (http://127.0.0.1:8080/) in two browser tabs.
 ``--port 0`` picks a free port; the URL printed has the real one. Ctrl-C or
@@ -16,7 +16,7 @@ from typing import Any
 
 import cherrypy
 
-from ws4web.adapters.cherrypy import IO_MODES, WebSocketPlugin, install
+from ws4web.adapters.cherrypy import WebSocketPlugin, install
 from ws4web.extensions import ServerPerMessageDeflateFactory
 
 from . import page as chat_page
@@ -36,9 +36,9 @@ class ChatRoot:
         """The upgrade: tools.websocket (configured below) has answered 101 by now."""
 
 
-def setup(host: str = "127.0.0.1", port: int = 8080, io: str = "reactor") -> WebSocketPlugin:
+def setup(host: str = "127.0.0.1", port: int = 8080) -> WebSocketPlugin:
     """Configure CherryPy for the chat (without starting it); return the WebSocket plugin."""
-    plugin = install(io=io)
+    plugin = install()
     cherrypy.config.update(
         {
             "server.socket_host": host,
@@ -67,13 +67,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="ws4web chat demo (CherryPy)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--io", choices=IO_MODES, default="reactor", help="how connections run (default: reactor)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     for handler in logging.getLogger().handlers:
         # CherryPy sets its own loggers to INFO; filter at the handler to stay quiet.
         handler.setLevel(logging.WARNING)
-    setup(args.host, args.port, args.io)
+    setup(args.host, args.port)
     if hasattr(cherrypy.engine, "signal_handler"):
         cherrypy.engine.signal_handler.subscribe()  # SIGTERM / Ctrl-C stop the engine cleanly
     cherrypy.engine.start()
