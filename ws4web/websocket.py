@@ -230,7 +230,14 @@ class WebSocket:
         return self._guard(self.opened)
 
     def handle_message(self, message: Message) -> bool:
-        return self._guard(self.received_message, message)
+        try:  # _guard written out: this is the path of every message
+            self.received_message(message)
+        except ConnectionClosed:
+            pass  # the peer left while the handler was sending: not the handler's fault
+        except Exception:
+            self._crashed()
+            return False
+        return True
 
     def handle_pong(self, payload: bytes) -> bool:
         return self._guard(self.ponged, PongControlMessage(payload))
@@ -256,18 +263,22 @@ class WebSocket:
         """Run one callback; if it raises, log it, close with 1011 and return False."""
         try:
             callback(*args)
-            return True
         except ConnectionClosed:
-            return True  # the peer left while the handler was sending: not the handler's fault
+            pass  # the peer left while the handler was sending: not the handler's fault
         except Exception:
-            self.log.exception("handler %s raised; closing with 1011", type(self).__name__)
-            try:
-                self.close(CloseCode.INTERNAL_ERROR, "internal error")
-            except ConnectionClosed:
-                pass
-            except Exception:  # pragma: no cover - the socket is gone; nothing left to do
-                self.terminate()
+            self._crashed()
             return False
+        return True
+
+    def _crashed(self) -> None:
+        """In an ``except`` block: a callback raised; log it and close with 1011."""
+        self.log.exception("handler %s raised; closing with 1011", type(self).__name__)
+        try:
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
+        except ConnectionClosed:
+            pass
+        except Exception:  # pragma: no cover - the socket is gone; nothing left to do
+            self.terminate()
 
 
 def _sockname(sock: Any, method: str) -> Any:

@@ -45,7 +45,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ..exceptions import ConnectionClosed
@@ -862,7 +862,7 @@ class SelectorDriver(DriverBase, IOHandler):
 
     # -- delivering callbacks ------------------------------------------------------------------------
 
-    def _enqueue(self, items: list[_Item]) -> bool:
+    def _enqueue(self, items: Sequence[_Item]) -> bool:
         """Queue items for the handler; True if the runner is free (the leader may run them)."""
         with self._state_lock:
             inbox = self._inbox
@@ -902,10 +902,15 @@ class SelectorDriver(DriverBase, IOHandler):
 
         Returns False if the loop moved to another thread meanwhile: this thread
         then owned the connection, delivered the rest, and must stop leading.
+        (Loop.run_callback's bookkeeping is written out here: this is the path
+        of every message.)
         """
         loop = self.loop
+        state_lock = self._state_lock
+        leader_lock = loop._leader_lock
+        me = threading.get_ident()
         while True:
-            with self._state_lock:
+            with state_lock:
                 if self._runner is OWNED:
                     return True
                 if self._slow:
@@ -919,7 +924,19 @@ class SelectorDriver(DriverBase, IOHandler):
                     self._runner = IDLE
                     return True
                 self._runner = INLINE
-            if not loop.run_callback(self, self._deliver, *popped):
+            loop._running = self
+            loop._serial += 1
+            loop._in_callback = True  # before looking at _watch_resting: see Loop._watch
+            if loop._watch_resting:
+                loop._watch_wake.set()
+            try:
+                self._deliver(*popped)
+            finally:
+                with leader_lock:
+                    loop._in_callback = False
+                    loop._running = None
+                    leading = me == loop._leader
+            if not leading:
                 self._own()
                 return False
 
@@ -1022,29 +1039,29 @@ class SelectorDriver(DriverBase, IOHandler):
         while not self._paused:
             with self._lock:
                 frames = protocol.events_received()
-                self._flush()  # pongs and close answers, in order; a failure's close frame
                 if not frames:
                     return True
+                controls = [frame for frame in frames if frame.opcode >= 8]
+                if controls:
+                    self._flush()  # pongs and close answers, in order
             items: list[_Item] = []
-            for frame in frames:
-                opcode = frame.opcode
-                if opcode < 8:
-                    items.append(frame)
-                elif opcode is Opcode.PONG:
-                    self._resolve_pings(frame.data)
-                    items.append(frame)
-            if items and self._enqueue(items) and not self._drain_inline():
+            if controls:
+                for frame in controls:
+                    if frame.opcode is Opcode.PONG:
+                        self._resolve_pings(frame.data)
+                items = [f for f in frames if f.opcode < 8 or f.opcode is Opcode.PONG]
+            batch: Sequence[_Item] = items if controls else frames  # data frames only: all of them go
+            if batch and self._enqueue(batch) and not self._drain_inline():
                 return False
         return None
 
     def _end_batch(self) -> None:
         """Leader: write the batch's replies in one go, then listen for what comes next."""
-        with self._lock:
-            self._flush()  # and what the protocol produced by itself (a failure's close frame)
-            if self._out or self._eof_pending:
-                self._write()
-        self._update_events()
         protocol = self.protocol
+        if self._out or self._eof_pending or protocol.state is not State.OPEN:
+            with self._lock:
+                self._flush()  # and what the protocol produced by itself (a failure's close frame)
+        self._update_events()
         if protocol.state is State.CLOSED and not protocol.events_pending():
             self._teardown()
         elif protocol.close_expected():
