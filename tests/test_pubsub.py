@@ -735,8 +735,8 @@ def test_every_member_sees_a_groups_messages_in_one_order(
 
 def make_replying_handler(hub: Hub) -> type[WebSocket]:
     """``line:<n>``: publish a presence line to the room, then reply with ``self.send()`` (issue 12's
-    chat pattern); ``burst:<k>``: publish k messages of 4 KiB, then reply with ``hub.send()``
-    (``?direct``: with ``self.send()``)."""
+    chat pattern); ``burst:<k>[:<size>]``: publish k messages of ``size`` bytes (4 KiB), then reply
+    with ``hub.send()`` (``?direct``: with ``self.send()``)."""
 
     class Replier(make_hub_handler(hub)):  # type: ignore[misc]
         def received_message(self, message: Message) -> None:
@@ -745,8 +745,9 @@ def make_replying_handler(hub: Hub) -> type[WebSocket]:
                 hub.publish("room", f"presence {arg}")
                 self.send(f"error {arg}")
             elif command == "burst":
-                for i in range(int(arg)):
-                    hub.publish("room", numbered(i, 4096))
+                count, _, size = arg.partition(":")
+                for i in range(int(count)):
+                    hub.publish("room", numbered(i, int(size or 4096)))
                 assert self.request is not None
                 if self.request.path.endswith("?direct"):
                     self.send(b"reply")
@@ -770,6 +771,28 @@ def test_a_reply_after_a_publish_arrives_after_it(no_leaks: None, make_server: S
             ws.send(f"line:{n}")
         got = [ws.recv(TIMEOUT).data.decode() for _ in range(200)]
         assert got == [text for n in range(100) for text in (f"presence {n}", f"error {n}")]
+    finally:
+        ws.close()
+
+
+def test_a_handler_publishing_a_burst_to_its_own_room_gets_it_all(
+    no_leaks: None, make_server: ServerFactory, hubs: list[Hub]
+) -> None:
+    # While the loop thread runs a connection's callback, that connection's writes wait
+    # for the callback's end; the hub hands the loop over once it has to queue for it,
+    # so a burst larger than max_queue reaches the publisher too, with no eviction.
+    hub = Hub()
+    hubs.append(hub)
+    server = make_server(make_replying_handler(hub))
+    ws = connect(f"ws://127.0.0.1:{server.port}/room?ann")
+    try:
+        assert wait_until(lambda: len(hub.members("room")) == 1)
+        ws.send("burst:3000:64")  # 3000 messages in one callback: more than send_buffer and max_queue hold
+        got = [ws.recv(TIMEOUT).data for _ in range(3001)]
+        assert [struct.unpack("!I", m[:4])[0] for m in got[:-1]] == list(range(3000))
+        assert got[-1] == b"reply"
+        assert hub.stats().evicted == 0
+        assert_accounted(hub)
     finally:
         ws.close()
 

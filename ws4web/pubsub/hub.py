@@ -20,7 +20,9 @@ own time, which paces a flooder (the loop reads its connection no faster than it
 publishes), and what waits is what the members' bounds allow.
 
 A loop member's queue drains when its connection reports its buffer empty
-(``SelectorDriver.when_drained``): a *drainer* thread writes what fits. A member
+(``SelectorDriver.when_drained``): a *drainer* thread writes what fits; and a
+publisher that finds room in the buffer writes the backlog itself before its own
+message (under the member's lock, so in order). A member
 whose writes block (the blocking driver, ASGI) is never written by a publisher:
 one task at a time on the *sender* pool drains its queue, so a peer that stops
 reading pins one sender, never a publisher or the loop.
@@ -28,7 +30,9 @@ reading pins one sender, never a publisher or the loop.
 Waiting: a publisher may wait for a member's lock (another thread writing to it)
 and, under the ``"block"`` policy, for room; before either it calls
 :func:`~ws4web.drivers.selector.leave_loop`, so a loop thread hands its loop over
-instead of stalling it.
+instead of stalling it. It also hands the loop over when a member of that loop has
+no room: the member may be the publisher's own connection, whose writes wait for
+the end of the callback the loop thread runs.
 
 A member's drain state: :data:`STATES`, the only legal values of
 ``_Member.state``, and :data:`TRANSITIONS`, the only legal moves.
@@ -82,6 +86,8 @@ TRANSITIONS = {
     (IDLE, "loop member, buffer past send_buffer: queue"): (WAITING, "publisher"),
     (IDLE, "blocking member: queue"): (DRAINING, "publisher"),
     (WAITING, "buffer emptied"): (DRAINING, "the connection's callback (queues a drainer task)"),
+    (WAITING, "a publisher finds room and writes the whole backlog"): (IDLE, "publisher"),
+    (DRAINING, "a publisher finds room and writes the whole backlog"): (IDLE, "publisher"),
     (DRAINING, "queue empty"): (IDLE, "drainer or sender"),
     (DRAINING, "loop member, buffer past send_buffer again"): (WAITING, "drainer"),
     (IDLE, "leave, eviction, failed write"): (GONE, "whoever removes it"),
@@ -219,6 +225,7 @@ class _Member:
     """One connection in the hub: its queue, its drain state, its place in groups."""
 
     __slots__ = (
+        "armed",
         "cond",
         "connection",
         "discarded",
@@ -247,6 +254,7 @@ class _Member:
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)  # room freed (the "block" policy waits on it)
         self.state: str = IDLE
+        self.armed = False  # a when_drained() callback is pending in the connection
         self.queue: deque[tuple[Frame, bytes]] = deque()
         self.queued_bytes = 0  # the queue's bytes plus _ENTRY_COST per entry
         self.peak_messages = 0
@@ -624,21 +632,39 @@ class Hub:
     def _offer(self, record: _Member, frame: Frame, wire: bytes) -> str:
         """Write one message to ``record`` now, or queue it, or apply the overflow policy."""
         lock = record.lock
+        caught_up = 0  # queued messages this publisher wrote on the way
         _acquire(lock)
         try:
             state = record.state
             if state is GONE:
                 return _DISCARDED
-            if state is IDLE and record.on_loop and record.fits(len(wire)):
-                # Nothing of ours waits for it, and its buffer has room: the write
-                # does not wait for the peer. Under the member's lock, so that a
-                # drain or another publisher cannot slip in between.
-                try:
-                    record.write(frame, wire)
-                except Exception as exc:
-                    logger.debug("write to %r failed (%s): removing it", record.handler, exc)
-                    return _FAILED
-                return _WRITTEN
+            if record.on_loop:
+                queue = record.queue
+                if queue and record.fits(len(queue[0][1])):
+                    # Its buffer has room again: the publisher writes the backlog first
+                    # (it pays for its room), in order, without waiting for a drainer.
+                    caught_up, failed = self._write_queued(record, len(queue))
+                    if failed:
+                        return _FAILED
+                    if not queue:
+                        record.state = state = IDLE  # a drainer still due finds nothing to do
+                direct = not queue and record.fits(len(wire))
+                if not queue and not direct and record.connection.loop.is_leader():
+                    # This thread runs the member's loop, maybe this member's own callback,
+                    # whose writes wait for the callback's end (the batch's replies go out
+                    # together): hand the loop over, and this write sends them all now.
+                    leave_loop()
+                    direct = record.buffered() + len(wire) <= record.max_send_buffer
+                if direct:
+                    # Nothing of ours waits for it, and its buffer has room: the write
+                    # does not wait for the peer. Under the member's lock, so that a
+                    # drain or another publisher cannot slip in between.
+                    try:
+                        record.write(frame, wire)
+                    except Exception as exc:
+                        logger.debug("write to %r failed (%s): removing it", record.handler, exc)
+                        return _FAILED
+                    return _WRITTEN
             cost = len(wire) + _ENTRY_COST
             if self._full(record, cost):
                 if self.overflow == "drop_oldest":
@@ -668,6 +694,28 @@ class Hub:
             return _QUEUED
         finally:
             lock.release()
+            self._count_written(caught_up)
+
+    def _write_queued(self, record: _Member, limit: int) -> tuple[int, bool]:
+        """Write up to ``limit`` messages from the head of a loop member's queue while its
+        buffer takes them (its lock held); (how many, whether a write failed)."""
+        queue = record.queue
+        written = 0
+        failed = False
+        while queue and written < limit and record.fits(len(queue[0][1])):
+            frame, wire = queue.popleft()
+            record.queued_bytes -= len(wire) + _ENTRY_COST
+            try:
+                record.write(frame, wire)
+            except Exception as exc:
+                logger.debug("write to %r failed (%s): removing it", record.handler, exc)
+                record.discarded += 1
+                failed = True
+                break
+            written += 1
+        if written:
+            record.cond.notify_all()
+        return written, failed
 
     def _full(self, record: _Member, cost: int) -> bool:
         """Whether one more entry costing ``cost`` bytes would overflow ``record`` (its lock held)."""
@@ -685,8 +733,14 @@ class Hub:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            # Drains notify; room that frees up in a loop connection's own buffer does not.
+            # Drains notify; room that frees up in a loop connection's own buffer does not:
+            # look again soon, and write what fits meanwhile.
             record.cond.wait(min(left, _POLL) if record.on_loop else left)
+            if record.on_loop and record.state is not GONE and record.queue:
+                written, failed = self._write_queued(record, len(record.queue))
+                self._count_written(written)
+                if failed:
+                    return False
         return record.state is not GONE
 
     def _after_offers(self, outcomes: list[tuple[_Member, str]]) -> None:
@@ -771,31 +825,28 @@ class Hub:
             pass
 
     def _arm(self, record: _Member) -> None:
-        """Have ``record`` drained once its connection's buffer has emptied (its lock held, state WAITING)."""
-        record.connection.when_drained(functools.partial(self._submit, self._drainers, self._drain_loop, record))
+        """Have ``record`` drained once its connection's buffer has emptied (its lock held, state WAITING).
 
-    def _drain_loop(self, record: _Member) -> None:
+        At most one callback per member is pending in its connection: a drainer clears ``armed``.
+        """
+        if not record.armed:
+            record.armed = True
+            record.connection.when_drained(functools.partial(self._submit, self._drainers, self._drained, record))
+
+    def _drained(self, record: _Member) -> None:
+        """A drainer, after the connection's callback: that callback is no longer pending."""
+        self._drain_loop(record, fired=True)
+
+    def _drain_loop(self, record: _Member, fired: bool = False) -> None:
         """A drainer: write what a loop member's buffer takes, in order, under the member's lock."""
-        failed = False
-        written = 0
         with record.lock:  # a drainer thread may wait for it: it runs no loop
+            if fired:
+                record.armed = False
             if record.state is not WAITING and record.state is not DRAINING:
-                return  # gone (or a late callback after the queue emptied)
+                return  # gone, or a publisher wrote the backlog already
             record.state = DRAINING
             queue = record.queue
-            while queue and written < _BATCH and record.fits(len(queue[0][1])):
-                frame, wire = queue.popleft()
-                record.queued_bytes -= len(wire) + _ENTRY_COST
-                try:
-                    record.write(frame, wire)
-                except Exception as exc:
-                    logger.debug("write to %r failed (%s): removing it", record.handler, exc)
-                    record.discarded += 1
-                    failed = True
-                    break
-                written += 1
-            if written:
-                record.cond.notify_all()
+            written, failed = self._write_queued(record, _BATCH)
             if failed:
                 pass
             elif not queue:

@@ -368,6 +368,9 @@ class RedisBackplane(Backplane):
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for :meth:`ready` (e.g. after a join, before telling
         the client it will now see everything published to the group)."""
+        if self.ready():
+            return True
+        leave_loop()  # called from a handler on a loop thread: hand the loop over before waiting
         deadline = time.monotonic() + timeout
         while not self.ready():
             if time.monotonic() >= deadline or self._stop.wait(0.01):
