@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TIMEOUT, ServerFactory, wait_until
+from tests.conftest import TIMEOUT, ServerFactory, Worker, wait_until
 from ws4web import WebSocket, WebSocketServer, connect
 from ws4web.exceptions import ConnectionClosed
 from ws4web.extensions.permessage_deflate import ClientPerMessageDeflateFactory, ServerPerMessageDeflateFactory
 from ws4web.frames import Frame, Opcode
 from ws4web.messages import Message
 from ws4web.protocol import CLIENT, Protocol, State
-from ws4web.pubsub import Hub, RateLimit
+from ws4web.pubsub import Backplane, Hub, HubStats, RateLimit
 from ws4web.upgrade import accept_socket, client_handshake
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("error::ResourceWarning")]
@@ -544,6 +544,7 @@ def test_slow_consumer_is_evicted_and_never_stalls_the_room(
         assert stats.peak_pending_bytes <= 128 * 1024 + size + 16
         assert len(hub.members("room")) == 100
         assert rss_growth < 32 * 1024, f"RSS grew by {rss_growth} KiB"
+        assert_accounted(hub)
 
         # It finds the close frame behind what it had been sent, once it reads.
         sock, initial = clients.slow[0]
@@ -569,6 +570,7 @@ def test_slow_consumer_on_a_blocking_connection_is_dropped(no_leaks: None, hubs:
         publish_paced(hub, clients, count, size, batch=20)
         assert hub.stats().evicted == 1
         assert wait_until(lambda: len(server.websockets) == 20), "the evicted connection's handler ended"
+        assert_accounted(hub)
         sock, initial = clients.slow[0]
         messages, code = read_until_close(sock, initial)
         assert code in (None, 1013)  # usually no close frame: the peer's window was shut
@@ -592,6 +594,7 @@ def test_drop_oldest_keeps_the_newest_messages(no_leaks: None, make_server: Serv
         assert stats.peak_pending_messages <= 100
         assert stats.peak_pending_bytes <= 128 * 1024 + size + 16
         assert len(hub.members("room")) == 6, "nobody is closed under drop_oldest"
+        assert_accounted(hub)
 
         sock, initial = clients.slow[0]
         sock.settimeout(1.0)
@@ -689,10 +692,15 @@ def test_publishing_from_handlers_in_many_threads(no_leaks: None, make_server: S
 
 
 def assert_accounted(hub: Hub) -> None:
-    """Every (message, member) pair the hub took is written, dropped, discarded with its member, or still pending."""
-    stats = hub.stats()
-    pending = sum(hub.pending(member)[0] for group in hub.groups() for member in hub.members(group))
-    assert stats.deliveries == stats.written + stats.dropped + stats.discarded + pending, stats
+    """Every (message, member) pair the hub took is written, dropped, discarded with its member, or still
+    pending (waited for: a sender may be in the middle of a write)."""
+
+    def balance() -> tuple[int, HubStats]:
+        stats = hub.stats()
+        pending = sum(hub.pending(member)[0] for group in hub.groups() for member in hub.members(group))
+        return stats.deliveries - (stats.written + stats.dropped + stats.discarded + pending), stats
+
+    assert wait_until(lambda: balance()[0] == 0), balance()
 
 
 # -- ordering ------------------------------------------------------------------------------------
@@ -730,6 +738,51 @@ def test_every_member_sees_a_groups_messages_in_one_order(
             ]
         assert_accounted(hub)
     finally:
+        clients.close()
+
+
+def test_a_publisher_waiting_in_the_backplane_holds_up_no_delivery(
+    no_leaks: None, make_server: ServerFactory, hubs: list[Hub]
+) -> None:
+    """The backplane may wait (a full Redis outbox): messages from other processes still get
+    through, and what goes onward keeps the local order."""
+
+    class Gate(Backplane):
+        def __init__(self) -> None:
+            super().__init__()
+            self.onward: list[bytes] = []
+            self.entered = threading.Event()
+            self.release = threading.Event()
+
+        def publish(self, group: str, opcode: Opcode, payload: bytes) -> None:
+            self.onward.append(payload)
+            if payload == b"first":
+                self.entered.set()
+                self.release.wait(3 * TIMEOUT)
+
+    gate = Gate()
+    hub = Hub(gate)
+    hubs.append(hub)
+    server = make_server(make_hub_handler(hub))
+    clients = RawClients(server.port, 1)
+    try:
+        assert wait_until(lambda: len(hub.members("room")) == 1)
+        first = threading.Thread(target=hub.publish, args=("room", b"first"))
+        first.start()
+        assert gate.entered.wait(TIMEOUT)
+        delivery = Worker(hub.deliver, "room", Opcode.TEXT, b"remote", remote=True)
+        assert delivery.join(TIMEOUT) == 1, "not held up by the waiting publisher"
+        second = threading.Thread(target=hub.publish, args=("room", b"second"))
+        second.start()
+        assert wait_until(lambda: clients.all_have(3)), "delivered locally, though not yet onward"
+        assert gate.onward == [b"first"], "the second waits for its turn"
+        gate.release.set()
+        first.join(TIMEOUT)
+        second.join(TIMEOUT)
+        assert gate.onward == [b"first", b"second"]
+        assert clients.messages[0] == [b"first", b"remote", b"second"]
+    finally:
+        gate.release.set()
         clients.close()
 
 

@@ -4,8 +4,10 @@ Theory of operation
 ===================
 
 ``publish(group, message)`` frames and serializes the message once, takes the
-group's lock (every member sees a group's messages in one order), and offers the
-same bytes to each member in turn, in the publisher's own thread:
+group's lock (every member sees a group's messages in one order), offers the same
+bytes to each member in turn, in the publisher's own thread, and then hands the
+message to the backplane (outside the lock, since that may wait for room, but in
+the lock's order: a ticket taken under it). Offering to a member:
 
 * a member on a selector loop (:class:`~ws4web.drivers.selector.SelectorDriver`:
   the standard-library server, CherryPy, wsgiref) with nothing waiting in the hub
@@ -22,17 +24,18 @@ publishes), and what waits is what the members' bounds allow.
 A loop member's queue drains when its connection reports its buffer empty
 (``SelectorDriver.when_drained``): a *drainer* thread writes what fits; and a
 publisher that finds room in the buffer writes the backlog itself before its own
-message (under the member's lock, so in order). A member
-whose writes block (the blocking driver, ASGI) is never written by a publisher:
-one task at a time on the *sender* pool drains its queue, so a peer that stops
-reading pins one sender, never a publisher or the loop.
+message (under the member's lock, so in order). A member whose writes block (the
+blocking driver, ASGI) is never written by a publisher: one task at a time on the
+*sender* pool drains its queue, so a peer that stops reading pins one sender,
+never a publisher or the loop.
 
-Waiting: a publisher may wait for a member's lock (another thread writing to it)
-and, under the ``"block"`` policy, for room; before either it calls
+Waiting: a publisher may wait for a member's lock (another thread writing to it),
+for its turn to hand a message to the backplane and, under the ``"block"`` policy,
+for room; before any of these (past a 2 ms grace for a lock) it calls
 :func:`~ws4web.drivers.selector.leave_loop`, so a loop thread hands its loop over
-instead of stalling it. It also hands the loop over when a member of that loop has
-no room: the member may be the publisher's own connection, whose writes wait for
-the end of the callback the loop thread runs.
+instead of stalling it. It also hands the loop over when a member of its own loop
+has no room and nothing queued: the member may be the publisher's own connection,
+whose writes wait for the end of the callback the loop thread runs.
 
 A member's drain state: :data:`STATES`, the only legal values of
 ``_Member.state``, and :data:`TRANSITIONS`, the only legal moves.
@@ -106,6 +109,10 @@ _TICK = 0.02
 # Under "block", how often a waiting publisher looks again at a loop member whose
 # connection buffer (not the hub's queue) holds the room it waits for.
 _POLL = 0.01
+# How long a loop thread waits for a lock held by another thread before it hands its
+# loop over: drains and writes hold a member's lock for well under this; a fifth of the
+# loop's default watchdog budget.
+_GRACE = 0.002
 # Attribute of a handler holding the hubs it belongs to (set by Hub.join).
 _HUBS_ATTR = "_ws4web_pubsub_hubs"
 
@@ -127,10 +134,11 @@ class Backplane:
     """How a hub reaches hubs in other processes. This base class is the in-process
     default: there are no other processes, so every method is local or a no-op.
 
-    A backplane gets its hub in :meth:`attach`. The hub calls :meth:`publish` while
-    delivering a message locally (under the group's lock, so the order of a group's
-    messages is the same here and elsewhere), and :meth:`membership_changed` after
-    any join or leave; the backplane calls ``hub.deliver(group, opcode, payload)``
+    A backplane gets its hub in :meth:`attach`. The hub calls :meth:`publish` after
+    delivering a message locally, one message of a group at a time, in the order of
+    the local delivery (so a group's messages have the same order here and elsewhere;
+    ``publish`` may wait for room), and :meth:`membership_changed` after any join or
+    leave; the backplane calls ``hub.deliver(group, opcode, payload)``
     for messages from elsewhere and reads ``hub.membership()`` for the groups and
     names to subscribe to and advertise.
     """
@@ -208,6 +216,36 @@ class HubStats:
     #: the most bytes seen waiting for one member (its queue, entries' overhead included, and its
     #: connection's buffer), measured whenever a message is queued
     peak_pending_bytes: int = 0
+
+
+class _Turns:
+    """A group's lock, and tickets that hand its messages to the backplane in the order the lock gave."""
+
+    __slots__ = ("_issued", "_served", "_turn", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._turn = threading.Condition(threading.Lock())
+        self._issued = 0
+        self._served = 0
+
+    def take(self) -> int:
+        """The next ticket (``lock`` held)."""
+        ticket = self._issued
+        self._issued += 1
+        return ticket
+
+    def wait(self, ticket: int) -> None:
+        with self._turn:
+            if self._served != ticket:
+                leave_loop()  # an earlier message waits in the backplane: hand the loop over
+                while self._served != ticket:
+                    self._turn.wait()
+
+    def done(self) -> None:
+        with self._turn:
+            self._served += 1
+            self._turn.notify_all()
 
 
 class _Bucket:
@@ -288,8 +326,9 @@ class _Member:
 
 
 def _acquire(lock: threading.Lock) -> None:
-    """Take ``lock``; if someone holds it, first hand over the loop this thread may be running."""
-    if not lock.acquire(blocking=False):
+    """Take ``lock``; if another thread keeps it past a short grace, first hand over the loop
+    this thread may be running (the holder may be stuck writing to a peer)."""
+    if not lock.acquire(timeout=_GRACE):
         leave_loop()
         lock.acquire()
 
@@ -380,8 +419,8 @@ class Hub:
         self._groups: dict[str, dict[_Member, str]] = {}  # group -> {member: presence name}
         # Copy-on-write tuples of each group's members: publish iterates without the membership lock.
         self._snapshots: dict[str, tuple[_Member, ...]] = {}
-        # One lock per group with local members: a group's messages go out one at a time.
-        self._group_locks: dict[str, threading.Lock] = {}
+        # Per group with local members: its messages go out one at a time, then onward in that order.
+        self._group_locks: dict[str, _Turns] = {}
         self._names = itertools.count(1)
         self._closed = False
 
@@ -429,7 +468,8 @@ class Hub:
             record.groups[group] = presence_name
             self._groups.setdefault(group, {})[record] = presence_name
             self._snapshots[group] = tuple(self._groups[group])
-            self._group_locks.setdefault(group, threading.Lock())
+            if group not in self._group_locks:
+                self._group_locks[group] = _Turns()
         finally:
             self._lock.release()
         _observe_close(member, self)
@@ -601,8 +641,8 @@ class Hub:
 
     def _fan_out(self, group: str, opcode: Opcode, payload: bytes, *, remote: bool, onward: bool = True) -> int:
         """Offer one message to every local member of ``group``, in this thread, then pass it on."""
-        lock = self._group_locks.get(group)
-        if lock is None:  # no local member
+        turns = self._group_locks.get(group)
+        if turns is None:  # no local member
             if onward:
                 self.backplane.publish(group, opcode, payload)
             self._account([], published=int(onward), received=int(remote))
@@ -611,7 +651,8 @@ class Hub:
         wire = b"".join(frame.serialize(mask=False))
         outcomes: list[str] = []
         trouble: list[tuple[_Member, str]] = []
-        _acquire(lock)
+        ticket = -1
+        _acquire(turns.lock)
         try:
             offer = self._offer
             for record in self._snapshots.get(group, ()):
@@ -620,10 +661,17 @@ class Hub:
                 if outcome in (_EVICT, _FAILED):
                     trouble.append((record, outcome))
             if onward:
-                # Under the group's lock: other processes get this group's messages in our order.
-                self.backplane.publish(group, opcode, payload)
+                ticket = turns.take()
         finally:
-            lock.release()
+            turns.lock.release()
+        if onward:
+            # Outside the group's lock (the backplane may wait for room: deliveries from
+            # other processes must not wait behind that), yet in the order taken under it.
+            turns.wait(ticket)
+            try:
+                self.backplane.publish(group, opcode, payload)
+            finally:
+                turns.done()
         self._account(outcomes, published=int(onward), received=int(remote))
         if trouble:
             self._after_offers(trouble)
