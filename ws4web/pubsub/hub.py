@@ -1034,11 +1034,14 @@ class Hub:
         with self._stats_lock:
             stats = HubStats(**vars(self._stats))
         for record in records:  # members still here hold their own peaks
-            with record.lock:
+            _acquire(record.lock)
+            try:
                 stats.peak_pending_messages = max(stats.peak_pending_messages, record.peak_messages)
                 stats.peak_pending_bytes = max(stats.peak_pending_bytes, record.peak_bytes)
                 stats.dropped += record.dropped
                 stats.discarded += record.discarded
+            finally:
+                record.lock.release()
         return stats
 
     def close(self, timeout: float = 5.0) -> None:
