@@ -4,7 +4,7 @@
     python bench/fanout.py --redis redis://127.0.0.1:6379/0 --rounds 3
     python bench/fanout.py --subscribers 200 --messages 50 --size 1024
 
-This process runs a ws4web WebSocketServer (reactor I/O) whose handler joins the
+This process runs a ws4web WebSocketServer (the selector loop) whose handler joins the
 group "bench"; a client process opens the N connections and counts the bytes
 arriving on all of them (frames are all the same size, so bytes give messages)
 and reports the monotonic time at which the last expected byte arrived.
@@ -13,8 +13,9 @@ Modes, each timed from the first publish to that last byte:
 
 * ``naive``    — ``for ws in members: ws.send(message)``: one serialization and one
   write per member, in the publishing thread;
-* ``hub``      — ``Hub().publish("bench", message)``: framed once, queued per member,
-  written by the hub's sender;
+* ``hub``      — ``Hub().publish("bench", message)``: framed once, the same bytes
+  written to each member in the publishing thread (queued for a member whose buffer
+  is full, and written when it drains);
 * ``redis``    — a second Hub in this process publishes through a RedisBackplane;
   the subscribers' hub gets it from Redis and fans it out (needs ``redis`` and a
   server: ``--redis URL``, or redis-server on PATH to start a throwaway one).

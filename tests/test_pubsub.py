@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import selectors
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -13,16 +17,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TIMEOUT, ServerFactory, wait_until
+from tests.conftest import TIMEOUT, ServerFactory, Worker, wait_until
 from ws4web import WebSocket, WebSocketServer, connect
-from ws4web.adapters.wsgiref import WebSocketWSGIApplication
-from ws4web.adapters.wsgiref import make_server as make_wsgi_server
+from ws4web.exceptions import ConnectionClosed
 from ws4web.extensions.permessage_deflate import ClientPerMessageDeflateFactory, ServerPerMessageDeflateFactory
 from ws4web.frames import Frame, Opcode
 from ws4web.messages import Message
 from ws4web.protocol import CLIENT, Protocol, State
-from ws4web.pubsub import Hub
-from ws4web.upgrade import client_handshake
+from ws4web.pubsub import Backplane, Hub, HubStats, RateLimit
+from ws4web.upgrade import accept_socket, client_handshake
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("error::ResourceWarning")]
 
@@ -37,7 +40,7 @@ def make_hub_handler(hub: Hub) -> type[WebSocket]:
         def opened(self) -> None:
             assert self.request is not None
             path, _, query = self.request.path.partition("?")
-            if query == "slow":
+            if query.startswith("slow"):
                 # Cap the kernel's share of what piles up for a client that reads
                 # nothing (autotuning would let it take ~4 MB): the test then needs
                 # far less traffic to show what the hub itself holds.
@@ -46,7 +49,7 @@ def make_hub_handler(hub: Hub) -> type[WebSocket]:
 
         def received_message(self, message: Message) -> None:
             path = self.request.path.partition("?")[0] if self.request is not None else "/"
-            hub.publish(path.strip("/") or "room", message)
+            hub.publish(path.strip("/") or "room", message, sender=self)
 
     return Member
 
@@ -58,9 +61,19 @@ class RawClients:
     side's send buffer too, see make_hub_handler), so writes to them stall early.
     """
 
-    def __init__(self, port: int, count: int, path: str = "/room", slow: int = 0, keep: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        count: int,
+        path: str = "/room",
+        slow: int = 0,
+        keep: int | None = None,
+        keep_if: Callable[[bytes], bool] | None = None,
+    ) -> None:
         self.keep = keep  # store only the first bytes of each message (None: all)
+        self.keep_if = keep_if  # store only the messages it accepts (all are counted in totals)
         self.messages: list[list[bytes]] = []
+        self.totals: list[int] = [0] * count
         self.close_codes: list[int | None] = []
         self.socks: list[socket.socket] = []
         self.protocols: list[Protocol] = []
@@ -106,11 +119,15 @@ class RawClients:
                 protocol.receive_data(data)
             elif data is not None:
                 protocol.receive_eof()
-            for frame in protocol.events_received():
-                if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
-                    self.messages[index].append(frame.data if self.keep is None else frame.data[: self.keep])
-                elif frame.opcode is Opcode.CLOSE:
-                    self.close_codes[index] = protocol.close_code
+            # Until it returns nothing: the protocol hands over at most max_pending frames at a time.
+            while frames := protocol.events_received():
+                for frame in frames:
+                    if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+                        self.totals[index] += 1
+                        if self.keep_if is None or self.keep_if(frame.data):
+                            self.messages[index].append(frame.data if self.keep is None else frame.data[: self.keep])
+                    elif frame.opcode is Opcode.CLOSE:
+                        self.close_codes[index] = protocol.close_code
             replies = [data for data in protocol.data_to_send() if data]
         if replies:  # a close frame in answer: small, and sent blocking
             sock = self.socks[index]
@@ -144,6 +161,20 @@ class RawClients:
         finally:
             selector.close()
 
+    def send(self, index: int, text: str) -> None:
+        """Send one text message from client ``index`` (masked, as a client must)."""
+        with self._lock:
+            protocol = self.protocols[index]
+            protocol.send_text(text.encode())
+            data = b"".join(protocol.data_to_send())
+        sock = self.socks[index]
+        sock.setblocking(True)
+        sock.settimeout(TIMEOUT)
+        try:
+            sock.sendall(data)
+        finally:
+            sock.setblocking(False)
+
     def counts(self) -> list[int]:
         with self._lock:
             return [len(m) for m in self.messages]
@@ -160,6 +191,65 @@ class RawClients:
             sock.close()
 
 
+class BlockingServer:
+    """A thread per connection on the blocking driver (its writes block the writer): the
+    kind of member the hub never writes from a publisher, only from its sender pool."""
+
+    def __init__(self, handler_cls: type[WebSocket], **options: Any) -> None:
+        self.handler_cls = handler_cls
+        self.options = options
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self._handlers: set[WebSocket] = set()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._accepting = threading.Thread(target=self._accept, name="blocking-server", daemon=True)
+        self._accepting.start()
+
+    @property
+    def websockets(self) -> set[WebSocket]:
+        with self._lock:
+            return set(self._handlers)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:  # closed: stop accepting
+                return
+            thread = threading.Thread(target=self._serve, args=(sock,), name="blocking-conn", daemon=True)
+            with self._lock:
+                self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        try:
+            try:
+                handler = accept_socket(sock, self.handler_cls, **self.options)
+            except Exception:
+                return
+            with self._lock:
+                self._handlers.add(handler)
+            try:
+                handler.run()
+            finally:
+                with self._lock:
+                    self._handlers.discard(handler)
+        finally:
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (Linux)
+        self.listener.close()
+        self._accepting.join(TIMEOUT)
+        for handler in self.websockets:
+            handler.close(1001)
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(TIMEOUT)
+
+
 def read_until_close(sock: socket.socket, initial: bytes, timeout: float = TIMEOUT) -> tuple[list[bytes], int | None]:
     """Read a (formerly slow) client to the end: (messages, close code or None if TCP ended without one)."""
     protocol = Protocol(CLIENT, data=initial, max_message_size=None)
@@ -168,11 +258,12 @@ def read_until_close(sock: socket.socket, initial: bytes, timeout: float = TIMEO
     deadline = time.monotonic() + timeout
     sock.settimeout(1.0)
     while True:
-        for frame in protocol.events_received():
-            if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
-                messages.append(frame.data)
-            elif frame.opcode is Opcode.CLOSE:
-                code = protocol.close_code
+        while frames := protocol.events_received():
+            for frame in frames:
+                if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+                    messages.append(frame.data)
+                elif frame.opcode is Opcode.CLOSE:
+                    code = protocol.close_code
         for data in protocol.data_to_send():
             if data:  # our answer to the close frame: the server need not wait for its timeout
                 try:
@@ -192,58 +283,6 @@ def read_until_close(sock: socket.socket, initial: bytes, timeout: float = TIMEO
             protocol.receive_data(data)
         else:
             protocol.receive_eof()
-
-
-class BlockingServer:
-    """Members on the blocking driver: wsgiref's threading server, a thread per
-    connection, whose writes block (the hub drains them on its sender pool)."""
-
-    def __init__(self, handler_cls: type[WebSocket]) -> None:
-        self.app = WebSocketWSGIApplication(handler_cls, close_timeout=2.0)
-        self.server = make_wsgi_server("127.0.0.1", 0, self.app)
-        self.port: int = self.server.server_port
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def websockets(self) -> set[WebSocket]:
-        return self.app.websockets
-
-    def stop(self) -> None:
-        try:
-            self.app.shutdown(timeout=2.0)
-        finally:
-            self.server.shutdown()
-            self.thread.join(TIMEOUT)
-            self.server.server_close()  # joins the connection threads
-
-
-@pytest.fixture
-def blocking_server() -> Iterator[Callable[[type[WebSocket]], BlockingServer]]:
-    started: list[BlockingServer] = []
-
-    def factory(handler_cls: type[WebSocket]) -> BlockingServer:
-        server = BlockingServer(handler_cls)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        server.stop()
-
-
-#: The two kinds of member the hub writes differently: on the selector loop (the
-#: dispatcher writes, never waiting) and on the blocking driver (the sender pool drains).
-DRIVERS = ["selector", "blocking"]
-
-
-def member_server(
-    driver: str,
-    make_server: ServerFactory,
-    blocking_server: Callable[[type[WebSocket]], BlockingServer],
-    handler_cls: type[WebSocket],
-) -> WebSocketServer | BlockingServer:
-    return make_server(handler_cls) if driver == "selector" else blocking_server(handler_cls)
 
 
 @pytest.fixture
@@ -274,13 +313,8 @@ def publish_paced(hub: Hub, clients: RawClients, count: int, size: int, batch: i
 # -- membership --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("driver", DRIVERS)
 def test_join_leave_members_and_automatic_leave_on_close(
-    no_leaks: None,
-    make_server: ServerFactory,
-    blocking_server: Callable[[type[WebSocket]], BlockingServer],
-    hubs: list[Hub],
-    driver: str,
+    no_leaks: None, make_server: ServerFactory, hubs: list[Hub]
 ) -> None:
     hub = Hub()
     hubs.append(hub)
@@ -291,7 +325,7 @@ def test_join_leave_members_and_automatic_leave_on_close(
             # The hub has removed us before our own closed() runs.
             closed_seen.append(hub.local_presence("room"))
 
-    server = member_server(driver, make_server, blocking_server, Member)
+    server = make_server(Member)
     ann = connect(f"ws://127.0.0.1:{server.port}/room?ann")
     bob = connect(f"ws://127.0.0.1:{server.port}/room?bob")
     try:
@@ -353,10 +387,7 @@ def test_a_bare_connection_can_join_and_is_dropped_when_its_peer_is_gone(
 
 
 def test_one_hub_serves_members_on_different_stacks(
-    no_leaks: None,
-    make_server: ServerFactory,
-    blocking_server: Callable[[type[WebSocket]], BlockingServer],
-    hubs: list[Hub],
+    no_leaks: None, make_server: ServerFactory, hubs: list[Hub]
 ) -> None:
     pytest.importorskip("uvicorn")
     from tests.adapters.test_asgi import start_uvicorn
@@ -366,7 +397,7 @@ def test_one_hub_serves_members_on_different_stacks(
     hubs.append(hub)
     handler = make_hub_handler(hub)
     selector = make_server(handler)
-    blocking = blocking_server(handler)
+    blocking = BlockingServer(handler, close_timeout=2.0)
     asgi = start_uvicorn(WebSocketASGIApp(handler))
     try:
         clients = [
@@ -387,22 +418,18 @@ def test_one_hub_serves_members_on_different_stacks(
                 ws.close()
     finally:
         asgi.stop()
+        blocking.close()
 
 
 # -- delivery ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("driver", DRIVERS)
 def test_publish_reaches_every_member_with_its_type(
-    no_leaks: None,
-    make_server: ServerFactory,
-    blocking_server: Callable[[type[WebSocket]], BlockingServer],
-    hubs: list[Hub],
-    driver: str,
+    no_leaks: None, make_server: ServerFactory, hubs: list[Hub]
 ) -> None:
     hub = Hub()
     hubs.append(hub)
-    server = member_server(driver, make_server, blocking_server, make_hub_handler(hub))
+    server = make_server(make_hub_handler(hub))
     clients = [connect(f"ws://127.0.0.1:{server.port}/room") for _ in range(5)]
     outsider = connect(f"ws://127.0.0.1:{server.port}/elsewhere")
     try:
@@ -517,6 +544,7 @@ def test_slow_consumer_is_evicted_and_never_stalls_the_room(
         assert stats.peak_pending_bytes <= 128 * 1024 + size + 16
         assert len(hub.members("room")) == 100
         assert rss_growth < 32 * 1024, f"RSS grew by {rss_growth} KiB"
+        assert_accounted(hub)
 
         # It finds the close frame behind what it had been sent, once it reads.
         sock, initial = clients.slow[0]
@@ -528,15 +556,13 @@ def test_slow_consumer_is_evicted_and_never_stalls_the_room(
         clients.close()
 
 
-def test_slow_consumer_on_a_blocking_connection_is_dropped(
-    no_leaks: None, blocking_server: Callable[[type[WebSocket]], BlockingServer], hubs: list[Hub]
-) -> None:
-    # Blocking-driver sockets block on write: the stuck write pins one sender,
+def test_slow_consumer_on_a_blocking_connection_is_dropped(no_leaks: None, hubs: list[Hub]) -> None:
+    # Blocking-driver connections block on write: the stuck write pins one sender,
     # the others keep going; eviction cannot send a close frame past the stuck
     # write, so after evict_grace the TCP connection is dropped.
     hub = Hub(max_queue=10000, max_queue_bytes=64 * 1024, evict_grace=0.5)
     hubs.append(hub)
-    server = blocking_server(make_hub_handler(hub))
+    server = BlockingServer(make_hub_handler(hub), close_timeout=2.0)
     clients = RawClients(server.port, 20, slow=1, keep=4)
     count, size = 400, 1024
     try:
@@ -544,12 +570,14 @@ def test_slow_consumer_on_a_blocking_connection_is_dropped(
         publish_paced(hub, clients, count, size, batch=20)
         assert hub.stats().evicted == 1
         assert wait_until(lambda: len(server.websockets) == 20), "the evicted connection's handler ended"
+        assert_accounted(hub)
         sock, initial = clients.slow[0]
         messages, code = read_until_close(sock, initial)
         assert code in (None, 1013)  # usually no close frame: the peer's window was shut
         assert len(messages) < count
     finally:
         clients.close()
+        server.close()
 
 
 def test_drop_oldest_keeps_the_newest_messages(no_leaks: None, make_server: ServerFactory, hubs: list[Hub]) -> None:
@@ -566,6 +594,7 @@ def test_drop_oldest_keeps_the_newest_messages(no_leaks: None, make_server: Serv
         assert stats.peak_pending_messages <= 100
         assert stats.peak_pending_bytes <= 128 * 1024 + size + 16
         assert len(hub.members("room")) == 6, "nobody is closed under drop_oldest"
+        assert_accounted(hub)
 
         sock, initial = clients.slow[0]
         sock.settimeout(1.0)
@@ -574,8 +603,8 @@ def test_drop_oldest_keeps_the_newest_messages(no_leaks: None, make_server: Serv
         deadline = time.monotonic() + TIMEOUT
         while count - 1 not in received:
             assert time.monotonic() < deadline, f"the newest message never came ({received[-3:]})"
-            for frame in protocol.events_received():
-                received.append(struct.unpack("!I", frame.data[:4])[0])
+            while frames := protocol.events_received():
+                received.extend(struct.unpack("!I", frame.data[:4])[0] for frame in frames)
             if count - 1 in received:
                 break
             try:
@@ -660,3 +689,537 @@ def test_publishing_from_handlers_in_many_threads(no_leaks: None, make_server: S
         for speaker in speakers:
             speaker.close()
         listeners.close()
+
+
+def assert_accounted(hub: Hub) -> None:
+    """Every (message, member) pair the hub took is written, dropped, discarded with its member, or still
+    pending (waited for: a sender may be in the middle of a write)."""
+
+    def balance() -> tuple[int, HubStats]:
+        stats = hub.stats()
+        pending = sum(hub.pending(member)[0] for group in hub.groups() for member in hub.members(group))
+        return stats.deliveries - (stats.written + stats.dropped + stats.discarded + pending), stats
+
+    assert wait_until(lambda: balance()[0] == 0), balance()
+
+
+# -- ordering ------------------------------------------------------------------------------------
+
+
+def test_every_member_sees_a_groups_messages_in_one_order(
+    no_leaks: None, make_server: ServerFactory, hubs: list[Hub]
+) -> None:
+    hub = Hub()
+    hubs.append(hub)
+    server = make_server(make_hub_handler(hub))
+    clients = RawClients(server.port, 10)
+    threads, per_thread = 4, 200
+    try:
+        assert wait_until(lambda: len(hub.members("room")) == 10)
+        start = threading.Barrier(threads)
+
+        def publish_many(t: int) -> None:
+            start.wait()
+            for n in range(per_thread):
+                hub.publish("room", f"{t}:{n}")
+
+        workers = [threading.Thread(target=publish_many, args=(t,)) for t in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(TIMEOUT)
+        assert wait_until(lambda: clients.all_have(threads * per_thread))
+        first = clients.messages[0]
+        for messages in clients.messages:
+            assert messages == first, "every member got the group's messages in the same order"
+        for t in range(threads):  # and each publisher's messages in the order it published them
+            assert [m for m in first if m.startswith(f"{t}:".encode())] == [
+                f"{t}:{n}".encode() for n in range(per_thread)
+            ]
+        assert_accounted(hub)
+    finally:
+        clients.close()
+
+
+def test_a_publisher_waiting_in_the_backplane_holds_up_no_delivery(
+    no_leaks: None, make_server: ServerFactory, hubs: list[Hub]
+) -> None:
+    """The backplane may wait (a full Redis outbox): messages from other processes still get
+    through, and what goes onward keeps the local order."""
+
+    class Gate(Backplane):
+        def __init__(self) -> None:
+            super().__init__()
+            self.onward: list[bytes] = []
+            self.entered = threading.Event()
+            self.release = threading.Event()
+
+        def publish(self, group: str, opcode: Opcode, payload: bytes) -> None:
+            self.onward.append(payload)
+            if payload == b"first":
+                self.entered.set()
+                self.release.wait(3 * TIMEOUT)
+
+    gate = Gate()
+    hub = Hub(gate)
+    hubs.append(hub)
+    server = make_server(make_hub_handler(hub))
+    clients = RawClients(server.port, 1)
+    try:
+        assert wait_until(lambda: len(hub.members("room")) == 1)
+        first = threading.Thread(target=hub.publish, args=("room", b"first"))
+        first.start()
+        assert gate.entered.wait(TIMEOUT)
+        delivery = Worker(hub.deliver, "room", Opcode.TEXT, b"remote", remote=True)
+        assert delivery.join(TIMEOUT) == 1, "not held up by the waiting publisher"
+        second = threading.Thread(target=hub.publish, args=("room", b"second"))
+        second.start()
+        assert wait_until(lambda: clients.all_have(3)), "delivered locally, though not yet onward"
+        assert gate.onward == [b"first"], "the second waits for its turn"
+        gate.release.set()
+        first.join(TIMEOUT)
+        second.join(TIMEOUT)
+        assert gate.onward == [b"first", b"second"]
+        assert clients.messages[0] == [b"first", b"remote", b"second"]
+    finally:
+        gate.release.set()
+        clients.close()
+
+
+def make_replying_handler(hub: Hub) -> type[WebSocket]:
+    """``line:<n>``: publish a presence line to the room, then reply with ``self.send()`` (issue 12's
+    chat pattern); ``burst:<k>[:<size>]``: publish k messages of ``size`` bytes (4 KiB), then reply
+    with ``hub.send()`` (``?direct``: with ``self.send()``)."""
+
+    class Replier(make_hub_handler(hub)):  # type: ignore[misc]
+        def received_message(self, message: Message) -> None:
+            command, _, arg = message.data.decode().partition(":")
+            if command == "line":
+                hub.publish("room", f"presence {arg}")
+                self.send(f"error {arg}")
+            elif command == "burst":
+                count, _, size = arg.partition(":")
+                for i in range(int(count)):
+                    hub.publish("room", numbered(i, int(size or 4096)))
+                assert self.request is not None
+                if self.request.path.endswith("?direct"):
+                    self.send(b"reply")
+                else:
+                    hub.send(self, b"reply")
+
+    return Replier
+
+
+def test_a_reply_after_a_publish_arrives_after_it(no_leaks: None, make_server: ServerFactory, hubs: list[Hub]) -> None:
+    # Issue 12: an error reply overtook the presence update of an earlier line. The hub
+    # writes in the publisher's thread, so for a member that keeps up, send() after
+    # publish() arrives after it.
+    hub = Hub()
+    hubs.append(hub)
+    server = make_server(make_replying_handler(hub))
+    ws = connect(f"ws://127.0.0.1:{server.port}/room?ann")
+    try:
+        assert wait_until(lambda: len(hub.members("room")) == 1)
+        for n in range(100):
+            ws.send(f"line:{n}")
+        got = [ws.recv(TIMEOUT).data.decode() for _ in range(200)]
+        assert got == [text for n in range(100) for text in (f"presence {n}", f"error {n}")]
+    finally:
+        ws.close()
+
+
+def test_a_handler_publishing_a_burst_to_its_own_room_gets_it_all(
+    no_leaks: None, make_server: ServerFactory, hubs: list[Hub]
+) -> None:
+    # While the loop thread runs a connection's callback, that connection's writes wait
+    # for the callback's end; the hub hands the loop over once it has to queue for it,
+    # so a burst larger than max_queue reaches the publisher too, with no eviction.
+    hub = Hub()
+    hubs.append(hub)
+    server = make_server(make_replying_handler(hub))
+    ws = connect(f"ws://127.0.0.1:{server.port}/room?ann")
+    try:
+        assert wait_until(lambda: len(hub.members("room")) == 1)
+        ws.send("burst:3000:64")  # 3000 messages in one callback: more than send_buffer and max_queue hold
+        got = [ws.recv(TIMEOUT).data for _ in range(3001)]
+        assert [struct.unpack("!I", m[:4])[0] for m in got[:-1]] == list(range(3000))
+        assert got[-1] == b"reply"
+        assert hub.stats().evicted == 0
+        assert_accounted(hub)
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("reply", ["hub.send", "self.send"])
+def test_hub_send_keeps_a_reply_behind_a_backlog(
+    no_leaks: None, make_server: ServerFactory, hubs: list[Hub], reply: str
+) -> None:
+    # A member that reads nothing for a while has a backlog in the hub. hub.send()
+    # queues the reply behind it; self.send() writes to the connection at once and
+    # overtakes the backlog (docs/pubsub.md, "Ordering").
+    hub = Hub(max_queue_bytes=8 * 2**20)
+    hubs.append(hub)
+    server = make_server(make_replying_handler(hub))
+    path = "/room?slow" if reply == "hub.send" else "/room?slow?direct"
+    sock, initial = RawClients._open(server.port, path, rcvbuf=4096)
+    try:
+        assert wait_until(lambda: len(hub.members("room")) == 1)
+        client = Protocol(CLIENT, data=initial, max_message_size=None)
+        client.send_text(b"burst:300")  # 1.2 MB: far more than the kernel and send_buffer hold
+        sock.sendall(b"".join(client.data_to_send()))
+        assert wait_until(lambda: hub.pending(hub.members("room")[0])[0] > 100), "a backlog in the hub"
+        got: list[bytes] = []
+        sock.settimeout(TIMEOUT)
+        while b"reply" not in got or len(got) < 301:
+            client.receive_data(sock.recv(262144))
+            while frames := client.events_received():
+                got.extend(frame.data if frame.data == b"reply" else frame.data[:4] for frame in frames)
+        numbers = [struct.unpack("!I", m)[0] for m in got if m != b"reply"]
+        assert numbers == list(range(300)), "the room's messages in order"
+        if reply == "hub.send":
+            assert got.index(b"reply") == 300, "behind everything published before it"
+        else:
+            assert got.index(b"reply") < 200, "self.send() overtook the hub's backlog"
+        assert hub.stats().evicted == 0
+        assert_accounted(hub)
+    finally:
+        sock.close()
+
+
+# -- rate limits and bounds -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["drop", "close"])
+def test_rate_limit_refuses_a_fast_publisher(
+    no_leaks: None, make_server: ServerFactory, hubs: list[Hub], action: str
+) -> None:
+    # A refill of one token per 1000 s: within the test the bucket holds the burst only.
+    hub = Hub(rate_limit=RateLimit(rate=0.001, burst=3, action=action))  # type: ignore[arg-type]
+    hubs.append(hub)
+    server = make_server(make_hub_handler(hub))
+    listener = RawClients(server.port, 1)
+    speaker = connect(f"ws://127.0.0.1:{server.port}/room?speaker")
+    try:
+        assert wait_until(lambda: len(hub.members("room")) == 2)
+        for n in range(10):
+            speaker.send(f"m{n}")
+        assert wait_until(lambda: hub.stats().rate_limited == 7)
+        assert [speaker.recv(TIMEOUT).data for _ in range(3)] == [b"m0", b"m1", b"m2"]
+        if action == "close":
+            with pytest.raises(ConnectionClosed) as closed:
+                speaker.recv(TIMEOUT)
+            assert closed.value.code == 1008
+            assert wait_until(lambda: len(hub.members("room")) == 1)
+        else:
+            with pytest.raises(TimeoutError):
+                speaker.recv(0.3)
+            assert len(hub.members("room")) == 2, "drop: the sender stays"
+        assert listener.messages[0] == [b"m0", b"m1", b"m2"]
+        stats = hub.stats()
+        assert stats.published == 3 and stats.evicted == 0
+        hub.publish("room", "from the server")  # no sender: never limited
+        assert wait_until(lambda: listener.all_have(4))
+    finally:
+        speaker.close()
+        listener.close()
+
+
+def test_rate_limit_options_are_checked() -> None:
+    for bad in ({"rate": 0}, {"rate": 1, "burst": 0}, {"rate": 1, "action": "explode"}):
+        with pytest.raises(ValueError):
+            RateLimit(**bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Hub(rate_limit=(10, 20))  # type: ignore[arg-type]
+
+
+def test_tiny_messages_are_bounded_by_their_overhead(
+    no_leaks: None, make_server: ServerFactory, hubs: list[Hub]
+) -> None:
+    # A queue bounded "by count" at a million would hold a million tiny messages, each
+    # costing far more than its byte: the entry overhead counts against max_queue_bytes.
+    hub = Hub(max_queue=10**6, max_queue_bytes=64 * 1024, overflow="drop_oldest")
+    hubs.append(hub)
+    server = make_server(make_hub_handler(hub))
+    clients = RawClients(server.port, 1, slow=1)
+    try:
+        assert wait_until(lambda: len(hub.members("room")) == 2)
+        rss_before = _rss_kib()
+        for _ in range(50000):
+            hub.publish("room", b"x")
+        stats = hub.stats()
+        # Each entry is charged its 3 wire bytes and an overhead of over a hundred.
+        assert 0 < stats.peak_pending_messages < 64 * 1024 // 100
+        assert stats.peak_pending_bytes <= 64 * 1024 + 256
+        assert stats.dropped > 0
+        assert _rss_kib() - rss_before < 16 * 1024
+        assert wait_until(lambda: clients.all_have(50000))
+        assert_accounted(hub)
+    finally:
+        clients.close()
+
+
+def test_block_policy_pushes_back_on_the_publisher_not_the_loop(
+    no_leaks: None, make_server: ServerFactory, hubs: list[Hub]
+) -> None:
+    # A member that reads nothing and a flooder publishing into its group: under "block"
+    # the flooder's handler waits for room, off the loop (leave_loop), so the server
+    # stops reading the flooder (TCP pushes back) and keeps serving everyone else.
+    hub = Hub(max_queue_bytes=64 * 1024, overflow="block", block_timeout=TIMEOUT)
+    hubs.append(hub)
+    server = make_server(make_hub_handler(hub))
+    slow = RawClients(server.port, 0, slow=1)
+    flooder, _ = RawClients._open(server.port, "/room?flooder")
+    flooder.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    other = connect(f"ws://127.0.0.1:{server.port}/other")
+    try:
+        assert wait_until(lambda: len(hub.members("room")) == 2 and len(hub.members("other")) == 1)
+        client = Protocol(CLIENT, max_message_size=None)
+        for i in range(64):
+            client.send_binary(numbered(i, 16384))
+        chunk = b"".join(client.data_to_send())  # 1 MiB of masked frames, sent again and again
+        flooder.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            try:
+                sent += flooder.send(memoryview(chunk)[sent % len(chunk) :])  # the stream stays whole
+            except BlockingIOError:
+                # Meanwhile the loop serves the others: a round trip through the hub.
+                other.send(f"ping {sent}")
+                assert other.recv(TIMEOUT).data == f"ping {sent}".encode()
+        # What got through is the kernel's buffers and the flooder's bounded inbox, not
+        # the hundreds of megabytes loopback carries in 3 s.
+        assert sent < 32 * 2**20, f"the server kept reading the flooder: {sent} bytes"
+        stats = hub.stats()
+        assert stats.evicted == 0, "nobody is evicted while the publisher waits"
+        assert stats.peak_pending_bytes <= 64 * 1024 + 16384 + 256
+    finally:
+        flooder.close()
+        other.close()
+        slow.close()
+
+
+# -- a flooding chat member (issue 17): the server in a process of its own ----------------------------
+
+
+CHAT_ROOM = "chat"
+
+
+def chat_server_main(argv: list[str]) -> None:
+    """``python -m tests.test_pubsub chat [--rate R --burst B --action A]``: the chat demo's
+    protocol on a Hub; prints its port, then answers ``status`` / ``quit`` lines on stdin."""
+    import argparse
+    import json
+    from dataclasses import asdict
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=0.0)
+    parser.add_argument("--burst", type=int, default=1)
+    parser.add_argument("--action", default="drop")
+    args = parser.parse_args(argv)
+    limit = RateLimit(args.rate, args.burst, args.action) if args.rate else None
+    hub = Hub(rate_limit=limit)
+
+    class ChatMember(WebSocket):
+        name: str | None = None
+
+        def received_message(self, message: Message) -> None:
+            try:
+                event = json.loads(message.data)
+                kind = event["type"]
+            except (ValueError, KeyError, TypeError):
+                hub.send(self, json.dumps({"type": "error", "text": "expected a JSON object with a 'type'"}))
+                return
+            if kind == "join" and self.name is None:
+                self.name = str(event.get("name", "anonymous"))[:32]
+                hub.join(CHAT_ROOM, self, name=self.name)
+                hub.publish(CHAT_ROOM, json.dumps({"type": "presence", "online": hub.presence(CHAT_ROOM)}))
+            elif kind == "say" and self.name is not None:
+                text = str(event.get("text", ""))[:2000]
+                hub.publish(CHAT_ROOM, json.dumps({"type": "message", "from": self.name, "text": text}), sender=self)
+            else:
+                hub.send(self, json.dumps({"type": "error", "text": f"unexpected {kind!r}"}))
+
+        def closed(self, code: int, reason: str | None = None) -> None:
+            if self.name is not None:
+                hub.publish(CHAT_ROOM, json.dumps({"type": "presence", "online": hub.presence(CHAT_ROOM)}))
+
+    def status_kib(field: str) -> int:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        return 0
+
+    server = WebSocketServer(ChatMember, "127.0.0.1", 0, close_timeout=2.0).start()
+    print(json.dumps({"port": server.port}), flush=True)
+    try:
+        for line in sys.stdin:
+            if line.strip() == "status":
+                stats = asdict(hub.stats())
+                print(json.dumps({"rss": status_kib("VmRSS"), "hwm": status_kib("VmHWM"), "hub": stats}), flush=True)
+            elif line.strip() == "quit":
+                break
+    finally:
+        server.shutdown(timeout=2.0)
+        hub.close()
+
+
+class ChatServer:
+    """chat_server_main() in a subprocess: its RSS is the server's alone."""
+
+    def __init__(self, *options: str) -> None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.test_pubsub", "chat", *options],
+            cwd=root,
+            env=dict(os.environ, PYTHONPATH=root),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.port: int = self._answer()["port"]
+
+    def _answer(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()  # bounded by the test's timeout
+        assert line, "the chat server ended"
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def status(self) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write("status\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        try:
+            self.process.stdin.write("quit\n")
+            self.process.stdin.close()
+            self.process.wait(TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+        self.process.stdout.close()
+
+
+class Flooder:
+    """A member that says things as fast as TCP lets it (and reads what it gets, so it is
+    never evicted as a slow reader: the rate limit or the room's pace must stop it)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock, data = RawClients._open(port, "/chat")
+        self.protocol = Protocol(CLIENT, data=data, max_message_size=None)
+        self.protocol.send_text(json.dumps({"type": "join", "name": "flooder"}).encode())
+        self.sock.sendall(b"".join(self.protocol.data_to_send()))
+        say = json.dumps({"type": "say", "text": "flood " * 12}).encode()
+        for _ in range(200):
+            self.protocol.send_text(say)
+        self.chunk = b"".join(self.protocol.data_to_send())
+        self.sent = 0
+        self.close_code: int | None = None
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write, name="flooder-write", daemon=True)
+        self._reader = threading.Thread(target=self._read, name="flooder-read", daemon=True)
+        self.sock.settimeout(0.5)
+
+    def start(self) -> None:
+        self._writer.start()
+        self._reader.start()
+
+    def _write(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sock.sendall(self.chunk)
+                self.sent += len(self.chunk)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def _read(self) -> None:
+        reader = Protocol(CLIENT, max_message_size=None)  # the server's frames to the flooder
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(262144)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            reader.receive_data(data)
+            while frames := reader.events_received():
+                for frame in frames:
+                    if frame.opcode is Opcode.CLOSE:
+                        self.close_code = reader.close_code
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in (self._writer, self._reader):
+            if thread.ident is not None:
+                thread.join(TIMEOUT)
+        self.sock.close()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("limit", ["none", "drop", "close"])
+def test_a_flooding_member_does_not_grow_the_server(no_leaks: None, limit: str) -> None:
+    """Issue 17: one member of a 20-member chat room says things as fast as it can."""
+    options = [] if limit == "none" else ["--rate", "20", "--burst", "40", "--action", limit]
+    server = ChatServer(*options)
+    honest: RawClients | None = None
+    flooder: Flooder | None = None
+    try:
+        honest = RawClients(server.port, 19, path="/chat", keep_if=lambda data: b"honest-" in data)
+        for index in range(19):
+            honest.send(index, json.dumps({"type": "join", "name": f"member{index}"}))
+        flooder = Flooder(server.port)
+        # Presence goes to the room in one order: the last member to join saw its own and the flooder's.
+        assert wait_until(lambda: honest is not None and honest.totals[18] >= 2), "everyone joined"
+        before = server.status()
+        flooder.start()
+        started = time.monotonic()
+        said = 0
+        # The honest members talk during the flood, at a human pace (under the limit); the
+        # flood stops only once each of them has received every honest line.
+        while said < 10 or time.monotonic() - started < 4.0:
+            time.sleep(0.1)
+            honest.send(0, json.dumps({"type": "say", "text": f"honest-{said}"}))
+            said += 1
+            assert wait_until(lambda n=said: all(len(m) >= n for m in honest.messages), timeout=60.0), (
+                f"honest line {said - 1} did not reach everyone: {[len(m) for m in honest.messages]}"
+            )
+        after = server.status()
+        flooder.stop()
+        growth_kib = after["hwm"] - before["rss"]
+        stats = after["hub"]
+        print(
+            f"\nlimit={limit}: server RSS {before['rss'] // 1024} MiB before, peak {after['hwm'] // 1024} MiB "
+            f"(+{growth_kib / 1024:.1f} MiB) over {time.monotonic() - started:.1f} s; flooder sent "
+            f"{flooder.sent / 2**20:.1f} MiB; honest members got {min(honest.totals)}-{max(honest.totals)} messages; "
+            f"hub {stats}"
+        )
+        assert growth_kib < 64 * 1024, f"the server grew by {growth_kib} KiB"
+        for messages in honest.messages:
+            texts = [json.loads(m)["text"] for m in messages]
+            assert texts == [f"honest-{k}" for k in range(said)], "every honest line, in order"
+        assert honest.close_codes == [None] * 19, "no honest member was closed"
+        assert stats["evicted"] == 0
+        if limit != "none":
+            assert stats["rate_limited"] > 0
+        if limit == "close":
+            assert flooder.close_code == 1008
+    finally:
+        if flooder is not None:
+            flooder.stop()
+        if honest is not None:
+            honest.close()
+        server.stop()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["chat"]:
+        chat_server_main(sys.argv[2:])

@@ -415,13 +415,135 @@ def test_two_stacks_example(redis_server: RedisServer) -> None:
     assert "bob: hello from the CherryPy server" in out.split("bob saw:")[0]
 
 
+# -- bounds: the outbox, the inbound streams, a flood through Redis ----------------------------------
+
+
+@pytest.mark.parametrize("bound", ["count", "bytes"])
+def test_the_outbox_stays_bounded_while_redis_stalls(redis_server: RedisServer, bound: str) -> None:
+    """Redis stops answering (SIGSTOP): publishers wait up to outbox_wait for room, then
+    the envelope is lost and counted; the outbox never holds more than its bounds."""
+    from ws4web.pubsub import Hub
+    from ws4web.pubsub.redis import RedisBackplane
+
+    if bound == "count":  # tiny messages: the count binds
+        limits, size = {"max_outbox": 50, "max_outbox_bytes": 2**30}, 8
+    else:  # 1 KiB messages: the bytes bind
+        limits, size = {"max_outbox": 10**6, "max_outbox_bytes": 64 * 1024}, 1024
+    backplane = RedisBackplane(
+        redis_server.url, prefix=f"t{uuid.uuid4().hex[:8]}", socket_timeout=3.0, outbox_wait=0.05, **limits
+    )
+    hub = Hub(backplane)
+    assert redis_server.process is not None
+    try:
+        assert wait_until(lambda: backplane.connected)
+        hub.publish("room", b"before")
+        assert wait_until(lambda: backplane.stats()["published"] == 1)
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 1.5  # within socket_timeout: the keeper is stuck in its write
+            while time.monotonic() < deadline:
+                hub.publish("room", b"x" * size)
+            stats = backplane.stats()
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        assert stats["outbox_full"] > 0 and stats["outbox_waits"] >= stats["outbox_full"]
+        assert stats["lost_publishing"] >= stats["outbox_full"]
+        assert stats["outbox"] <= limits["max_outbox"]
+        entry = size + 100 + 160  # envelope header and channel, and the entry overhead
+        assert stats["peak_outbox_bytes"] <= max(limits["max_outbox_bytes"], entry)
+        if bound == "count":
+            assert stats["outbox"] == 50 or stats["published"] > 1
+        # Redis answers again: publishing resumes.
+        assert wait_until(lambda: backplane.connected, timeout=20.0)
+        published = backplane.stats()["published"]
+        hub.publish("room", b"after")
+        assert wait_until(lambda: backplane.stats()["published"] > published, timeout=20.0)
+    finally:
+        hub.close()
+
+
+def test_inbound_streams_and_oversize_messages_are_bounded(redis_server: RedisServer, make_server: Any) -> None:
+    """A stranger on the channel makes up origins and sends a message too large for any member."""
+    from tests.test_pubsub import make_hub_handler
+    from ws4web.pubsub import Hub
+    from ws4web.pubsub.redis import RedisBackplane, encode_envelope
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    backplane = RedisBackplane(redis_server.url, prefix=prefix, max_streams=100, max_message_size=4096)
+    hub = Hub(backplane)
+    server = make_server(make_hub_handler(hub))
+    client = connect(f"ws://127.0.0.1:{server.port}/room?m")
+    raw = redis_server.client()
+    try:
+        assert backplane.wait_ready(20.0)
+        channel = f"{prefix}:msg:room"
+        pipe = raw.pipeline(transaction=False)
+        for n in range(1000):
+            pipe.publish(channel, encode_envelope(f"stranger:{n}".encode(), 1, Opcode.TEXT, f"m{n}".encode()))
+        pipe.publish(channel, encode_envelope(b"stranger:big", 1, Opcode.BINARY, bytes(5000)))
+        pipe.publish(channel, encode_envelope(b"stranger:0", 2, Opcode.TEXT, b"last"))
+        pipe.execute()
+        got = [client.recv(TIMEOUT).data for _ in range(1001)]
+        assert got == [f"m{n}".encode() for n in range(1000)] + [b"last"], "the oversize one is not relayed"
+        stats = backplane.stats()
+        assert stats["oversize"] == 1
+        assert stats["streams"] <= 100
+        assert stats["streams_forgotten"] >= 900
+        # stranger:0 was forgotten long before its second message: it starts a new count, no false gap.
+        assert stats["gaps"] == 0 and stats["duplicates"] == 0
+    finally:
+        client.close()
+        raw.close()
+        hub.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_flood_through_redis_grows_neither_process(nodes: Any) -> None:
+    """Issue 17 across processes: a member of node a floods; 19 members on node b talk meanwhile."""
+    from tests.test_pubsub import Flooder, RawClients
+
+    a, b = nodes(), nodes()
+    honest = RawClients(b.port, 19, path="/chat", keep_if=lambda data: data.startswith(b"honest-"))
+    flooder: Flooder | None = None
+    try:
+        flooder = Flooder(a.port)
+        assert wait_until(lambda: len(b.presence("chat")) == 20 and a.status()["ready"] and b.status()["ready"])
+        before = {node: node.status()["rss_kib"] for node in (a, b)}
+        flooder.start()
+        started = time.monotonic()
+        said = 0
+        while said < 10 or time.monotonic() - started < 4.0:
+            time.sleep(0.1)
+            honest.send(0, f"honest-{said}")
+            said += 1
+            assert wait_until(lambda n=said: all(len(m) >= n for m in honest.messages), timeout=60.0), (
+                f"honest line {said - 1} did not reach everyone"
+            )
+        after = {node: node.status() for node in (a, b)}
+        flooder.stop()
+        for name, node in (("a", a), ("b", b)):
+            growth = after[node]["hwm_kib"] - before[node]
+            hub_stats, backplane_stats = after[node]["hub"], after[node]["backplane"]
+            print(f"\nnode {name}: +{growth / 1024:.1f} MiB; hub {hub_stats}; backplane {backplane_stats}")
+            assert growth < 64 * 1024, f"node {name} grew by {growth} KiB"
+            assert after[node]["hub"]["evicted"] == 0
+        for messages in honest.messages:
+            assert messages == [f"honest-{k}".encode() for k in range(said)]
+        assert honest.close_codes == [None] * 19
+        assert min(honest.totals) > said, "the flood reached b through Redis too"
+    finally:
+        if flooder is not None:
+            flooder.stop()
+        honest.close()
+
+
 # -- the node program -------------------------------------------------------------------------------
 
 
-def _rss_kib() -> int:
+def _rss_kib(field: str = "VmRSS") -> int:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -453,8 +575,7 @@ def node_main(argv: list[str]) -> None:
         backoff_max=args.backoff_max,
     )
     hub = Hub(backplane, max_queue=100000, max_queue_bytes=args.max_queue_bytes)
-    server = WebSocketServer(make_hub_handler(hub), "127.0.0.1", 0, close_timeout=5.0)
-    server.start()
+    server = WebSocketServer(make_hub_handler(hub), "127.0.0.1", 0, close_timeout=5.0).start()
 
     def answer(**fields: Any) -> None:
         sys.stdout.write(json.dumps(fields) + "\n")
@@ -474,6 +595,7 @@ def node_main(argv: list[str]) -> None:
                     gaps=[asdict(gap) for gap in backplane.gaps],
                     outages=list(backplane.outages),
                     rss_kib=_rss_kib(),
+                    hwm_kib=_rss_kib("VmHWM"),
                 )
             elif cmd == "publish":
                 for i in range(command["start"], command["start"] + command["count"]):

@@ -298,6 +298,41 @@ def test_a_peer_that_never_reads_makes_the_sender_wait(loop: Loop) -> None:
         b2.close()
 
 
+def test_when_drained_calls_back_once_the_buffer_has_emptied(loop: Loop) -> None:
+    a, b = socket.socketpair()
+    a2, b2 = socket.socketpair()
+    try:
+        handler = served(a, WebSocket, loop, max_send_buffer=8 * 2**20)
+        driver = handler.connection
+        assert isinstance(driver, SelectorDriver)
+        calls: list[str] = []
+        driver.when_drained(lambda: calls.append("at once"))
+        assert calls == ["at once"], "nothing waits: called at once"
+
+        handler.send(b"x" * 2**21)  # far more than the socket pair's kernel buffers
+        assert queued(handler) > 0
+        driver.when_drained(lambda: calls.append("drained"))
+        assert calls == ["at once"]
+        peer = RawPeer(b)
+        assert len(peer.read_frame().payload) == 2**21  # the peer reads: the buffer empties
+        assert wait_until(lambda: calls == ["at once", "drained"])
+        handler.send(b"more")
+        assert peer.read_frame().payload == b"more"
+        assert calls == ["at once", "drained"], "once"
+
+        # A connection that ends with bytes still waiting calls back too.
+        other = served(a2, WebSocket, loop, max_send_buffer=8 * 2**20)
+        other.send(b"y" * 2**21)
+        other_driver = other.connection
+        assert isinstance(other_driver, SelectorDriver)
+        other_driver.when_drained(lambda: calls.append("ended"))
+        other.terminate()
+        assert wait_until(lambda: calls[-1:] == ["ended"])
+    finally:
+        b.close()
+        b2.close()
+
+
 def test_a_ping_flood_from_a_peer_that_never_reads_is_bounded(
     loop: Loop, sock_pair: tuple[socket.socket, socket.socket]
 ) -> None:

@@ -521,6 +521,7 @@ class SelectorDriver(DriverBase, IOHandler):
         "_inbox",
         "_is_closed",
         "_messages",
+        "_on_drained",
         "_out",
         "_out_size",
         "_paused",
@@ -562,6 +563,7 @@ class SelectorDriver(DriverBase, IOHandler):
         self._out: list[Any] = []  # bytes, bytearray (small writes joined), memoryview (a partial send)
         self._out_size = 0  # bytes in _out
         self._eof_pending = False
+        self._on_drained: list[Callable[[], object]] | None = None  # see when_drained()
         self._events = 0  # selector interest registered now
         self._registered = False
         self._paused = False
@@ -700,6 +702,8 @@ class SelectorDriver(DriverBase, IOHandler):
             else:
                 continue
             break  # a partial send: the socket is full
+        if not out and self._on_drained is not None:
+            self._drained_now()
         if not out and self._eof_pending and not self._torn_down:
             self._eof_pending = False
             try:
@@ -716,6 +720,27 @@ class SelectorDriver(DriverBase, IOHandler):
                 self._update_events()
             else:
                 self.loop.call_soon(self._update_events)
+
+    def when_drained(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once, when everything handed to this connection so far has
+        gone to the kernel (at once if nothing waits now), or when the connection ends.
+
+        It runs in whichever thread wrote, with the connection's lock held: it may only
+        hand work elsewhere (the pub/sub hub queues a drain of its member on a thread).
+        """
+        with self._lock:
+            if self._out and not self._torn_down:
+                if self._on_drained is None:
+                    self._on_drained = []
+                self._on_drained.append(callback)
+                return
+        callback()
+
+    def _drained_now(self) -> None:
+        """``_out`` is empty or the connection ended (``_lock`` held): run when_drained()'s callbacks."""
+        callbacks, self._on_drained = self._on_drained, None
+        for callback in callbacks or ():
+            callback()
 
     def _after_write(self) -> None:
         """A sender waits while more than max_send_buffer is queued (``_lock`` held)."""
@@ -747,6 +772,7 @@ class SelectorDriver(DriverBase, IOHandler):
         self._out_size = 0
         if self._drained is not None:
             self._drained.notify_all()
+        self._drained_now()
         self.loop.call_soon(self._teardown)
 
     # -- closing ----------------------------------------------------------------------------------
@@ -1121,6 +1147,7 @@ class SelectorDriver(DriverBase, IOHandler):
             self._out_size = 0
             if self._drained is not None:
                 self._drained.notify_all()
+            self._drained_now()
             self._cancel_pings()
         if self._close_timer is not None:
             self._close_timer.cancel()

@@ -9,6 +9,6 @@ never imports ``redis`` itself. See docs/pubsub.md.
 
 from __future__ import annotations
 
-from .hub import Backplane, Hub, HubStats, Overflow
+from .hub import Backplane, Hub, HubStats, Overflow, RateLimit
 
-__all__ = ["Backplane", "Hub", "HubStats", "Overflow"]
+__all__ = ["Backplane", "Hub", "HubStats", "Overflow", "RateLimit"]

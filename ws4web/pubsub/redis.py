@@ -14,8 +14,16 @@ Two threads per backplane:
   with local members, hands incoming messages to the hub, pings Redis every
   ``heartbeat`` seconds, and on any error reconnects with bounded exponential
   backoff (``backoff_initial`` doubling up to ``backoff_max``) and resubscribes;
-* the keeper publishes what the hub sends out (in pipelined batches, from a
-  bounded outbox, so ``publish`` never waits for Redis) and maintains presence.
+* the keeper publishes what the hub sends out (in pipelined batches, from an
+  outbox bounded in envelopes and bytes) and maintains presence. A publisher
+  waits up to ``outbox_wait`` seconds for room in a full outbox (Redis is slower
+  than the publishers: they are paced), then the envelope is lost, counted and
+  logged; while Redis is unreachable nothing waits.
+
+Inbound, the subscriber hands each message to the hub in its own thread (no
+queue between them); envelopes over ``max_message_size`` are dropped, and the
+per-stream sequence state is bounded by ``max_streams`` (the least recently heard
+stream is forgotten first).
 
 The ``redis`` client library is imported when a backplane is created, not when
 this module is: the rest of ws4web never needs it.
@@ -39,6 +47,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..drivers.selector import leave_loop
 from ..frames import Opcode
 from .hub import Backplane
 
@@ -50,6 +59,8 @@ logger = logging.getLogger("ws4web.pubsub")
 _HEAD = struct.Struct("!2sBBQB")
 _MAGIC = b"W4"
 _VERSION = 1
+# What an outbox entry costs beyond its envelope: the tuple, the channel name, the deque slot.
+_ENTRY_COST = 160
 
 # Presence scripts run on the server so that expiry times use one clock: Redis's.
 _REFRESH = """
@@ -140,6 +151,10 @@ class RedisBackplane(Backplane):
         backoff_max: float = 5.0,
         socket_timeout: float = 2.0,
         max_outbox: int = 10000,
+        max_outbox_bytes: int = 8 * 2**20,
+        outbox_wait: float = 1.0,
+        max_message_size: int | None = 2**20,
+        max_streams: int = 10000,
         batch: int = 512,
         poll: float = 0.05,
         on_gap: Callable[[Gap], None] | None = None,
@@ -148,6 +163,8 @@ class RedisBackplane(Backplane):
         super().__init__()
         if presence_ttl <= heartbeat:
             raise ValueError("presence_ttl must be longer than heartbeat, or live members flicker out")
+        if max_outbox < 1 or max_outbox_bytes < 1 or max_streams < 1:
+            raise ValueError("max_outbox, max_outbox_bytes and max_streams must be positive")
         self._redis = _import_redis()
         #: what a failed Redis call raises (redis-py wraps most socket errors, not all)
         self._errors: tuple[type[BaseException], ...] = (self._redis.RedisError, OSError)
@@ -169,6 +186,10 @@ class RedisBackplane(Backplane):
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.max_outbox = max_outbox
+        self.max_outbox_bytes = max_outbox_bytes
+        self.outbox_wait = outbox_wait
+        self.max_message_size = max_message_size
+        self.max_streams = max_streams
         self.batch = batch
         self.poll = poll
         self.on_gap = on_gap
@@ -182,12 +203,17 @@ class RedisBackplane(Backplane):
             (
                 "published",  # envelopes Redis accepted
                 "lost_publishing",  # envelopes not sent: Redis unreachable, or the outbox full
+                "outbox_full",  # of those, envelopes that found the outbox full for outbox_wait
+                "outbox_waits",  # publishes that waited for room in the outbox
+                "peak_outbox_bytes",  # the most bytes the outbox held (envelopes and entry overhead)
                 "received",  # envelopes from other processes delivered to the hub
                 "gaps",
                 "missed",  # messages from other processes known (by sequence) to be lost
                 "duplicates",  # envelopes older than one already seen (dropped)
                 "invalid",  # messages on our channels that are not envelopes
                 "invalid_text",  # text envelopes whose payload is not UTF-8 (dropped, never relayed)
+                "oversize",  # envelopes over max_message_size (dropped, never relayed)
+                "streams_forgotten",  # (origin, group) sequence states dropped to stay within max_streams
                 "outages",  # subscriber disconnections
                 "presence_errors",  # presence() answered from local members only
             ),
@@ -201,7 +227,10 @@ class RedisBackplane(Backplane):
         # Publishing (the keeper drains the outbox).
         self._out_lock = threading.Lock()
         self._wake = threading.Condition(self._out_lock)
+        self._room = threading.Condition(self._out_lock)  # the keeper took a batch
         self._outbox: deque[tuple[bytes, bytes]] = deque()
+        self._outbox_bytes = 0  # envelopes plus _ENTRY_COST each
+        self._full_since: float | None = None  # the outbox overflowed: logged once per episode
         self._seqs: dict[str, int] = {}
         self._presence_dirty = True
         self._membership_version = 0
@@ -213,7 +242,8 @@ class RedisBackplane(Backplane):
         self._sub_lock = threading.Lock()
         self._confirmed: set[bytes] = set()
         self._sub_up = False
-        self._expected: dict[tuple[bytes, str], int] = {}  # (origin, group) -> next sequence number
+        # (origin, group) -> next sequence number, least recently heard first (bounded by max_streams)
+        self._expected: dict[tuple[bytes, str], int] = {}
         self._last_seen: dict[tuple[bytes, str], float] = {}
         self._outage_spans: deque[tuple[float, float]] = deque(maxlen=64)  # (start, end), monotonic
 
@@ -228,19 +258,63 @@ class RedisBackplane(Backplane):
                 thread.start()
 
     def publish(self, group: str, opcode: Opcode, payload: bytes) -> None:
+        """Queue one envelope for the keeper; wait up to outbox_wait for room, else lose it (counted)."""
+        channel = self._channel(group)
+        full = waited = False
         with self._out_lock:
             seq = self._seqs.get(group, 0) + 1
             self._seqs[group] = seq  # consumed even if the envelope is lost: receivers see the gap
-            if self._keeper_down_since is not None or len(self._outbox) >= self.max_outbox:
+            envelope = encode_envelope(self._origin, seq, opcode, payload)
+            cost = len(envelope) + len(channel) + _ENTRY_COST
+            if self._outbox_full(cost) and self._keeper_down_since is None and not self._stop.is_set():
+                # Redis takes envelopes slower than they come: the publisher waits (and
+                # so reads its own peer no faster), within bounds.
+                waited = True
+                leave_loop()  # this thread may run a loop: hand it over before waiting
+                deadline = time.monotonic() + self.outbox_wait
+                while self._outbox_full(cost) and self._keeper_down_since is None and not self._stop.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._room.wait(left)
+            if self._keeper_down_since is not None or self._stop.is_set():
                 lost = True
+            elif self._outbox_full(cost):
+                lost = full = True
+                first = self._full_since is None
+                if first:
+                    self._full_since = time.monotonic()
             else:
                 lost = False
-                self._outbox.append((self._channel(group), encode_envelope(self._origin, seq, opcode, payload)))
+                self._outbox.append((channel, envelope))
+                self._outbox_bytes += cost
                 self._wake.notify()
+                peak = self._outbox_bytes
+        if waited:
+            self._count("outbox_waits")
         if lost:
             self._count("lost_publishing")
+            if full:
+                self._count("outbox_full")
+                if first:
+                    logger.warning(
+                        "the Redis outbox is full (%d envelopes / %d bytes) for over %.1f s: "
+                        "messages published here reach this process's members only",
+                        self.max_outbox,
+                        self.max_outbox_bytes,
+                        self.outbox_wait,
+                    )
             with self._out_lock:
                 self._lost_this_outage += 1
+        else:
+            with self._stats_lock:
+                counters = self._counters
+                counters["peak_outbox_bytes"] = max(counters["peak_outbox_bytes"], peak)
+
+    def _outbox_full(self, cost: int) -> bool:
+        """Whether an entry costing ``cost`` bytes would not fit (``_out_lock`` held); an empty outbox takes any one."""
+        outbox = self._outbox
+        return len(outbox) >= self.max_outbox or (bool(outbox) and self._outbox_bytes + cost > self.max_outbox_bytes)
 
     def membership_changed(self) -> None:
         with self._out_lock:
@@ -266,7 +340,10 @@ class RedisBackplane(Backplane):
         with self._stats_lock:
             stats: dict[str, Any] = dict(self._counters)
         stats["connected"] = self.connected
-        stats["outbox"] = len(self._outbox)
+        with self._out_lock:
+            stats["outbox"] = len(self._outbox)
+            stats["outbox_bytes"] = self._outbox_bytes
+        stats["streams"] = len(self._expected)
         return stats
 
     @property
@@ -291,6 +368,9 @@ class RedisBackplane(Backplane):
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for :meth:`ready` (e.g. after a join, before telling
         the client it will now see everything published to the group)."""
+        if self.ready():
+            return True
+        leave_loop()  # called from a handler on a loop thread: hand the loop over before waiting
         deadline = time.monotonic() + timeout
         while not self.ready():
             if time.monotonic() >= deadline or self._stop.wait(0.01):
@@ -301,6 +381,7 @@ class RedisBackplane(Backplane):
         self._stop.set()
         with self._out_lock:
             self._wake.notify_all()
+            self._room.notify_all()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(self.backoff_max + 5.0)
@@ -321,7 +402,7 @@ class RedisBackplane(Backplane):
                     self._wake.wait(next_beat - now)
                 if self._stop.is_set():
                     break
-                batch = [self._outbox.popleft() for _ in range(min(self.batch, len(self._outbox)))]
+                batch = self._take_batch()
                 dirty, self._presence_dirty = self._presence_dirty, False
                 down_since = self._keeper_down_since
             now = time.monotonic()
@@ -380,10 +461,23 @@ class RedisBackplane(Backplane):
                     # Whatever is queued would go out late, after newer local deliveries: drop it.
                     dropped = len(self._outbox)
                     self._outbox.clear()
+                    self._outbox_bytes = 0
+                    self._room.notify_all()  # publishers waiting for room: nothing goes out now
                 self._lost(dropped)
                 attempt = 0
                 next_beat = now + self._backoff(attempt)
         self._remove_own_presence()
+
+    def _take_batch(self) -> list[tuple[bytes, bytes]]:
+        """Up to ``batch`` envelopes off the outbox (``_out_lock`` held); wakes publishers waiting for room."""
+        outbox = self._outbox
+        batch = [outbox.popleft() for _ in range(min(self.batch, len(outbox)))]
+        if batch:
+            self._outbox_bytes -= sum(len(channel) + len(envelope) + _ENTRY_COST for channel, envelope in batch)
+            if not outbox:
+                self._full_since = None
+            self._room.notify_all()
+        return batch
 
     def _lost(self, count: int) -> None:
         if count:
@@ -559,11 +653,19 @@ class RedisBackplane(Backplane):
             return  # ours: the hub delivered it locally when it was published
         key = (origin, group)
         now = time.monotonic()
-        expected = self._expected.get(key)
-        previous = self._last_seen.get(key)
+        expected = self._expected.pop(key, None)  # popped and put back: the dicts stay in order of last heard
+        previous = self._last_seen.pop(key, None)
         self._last_seen[key] = now
+        if expected is None and len(self._expected) >= self.max_streams:
+            # A stranger on our channels can make up origins: forget the stream heard
+            # least recently (its next message starts a new count: no false gap).
+            oldest = next(iter(self._expected))
+            del self._expected[oldest]
+            self._last_seen.pop(oldest, None)
+            self._count("streams_forgotten")
         gap: Gap | None = None
         if expected is not None and seq < expected:
+            self._expected[key] = expected
             self._count("duplicates")
             return
         if expected is not None and seq > expected:
@@ -576,7 +678,17 @@ class RedisBackplane(Backplane):
                 time.time(),
             )
         self._expected[key] = seq + 1  # even if dropped below: it arrived, its number is no gap
-        if opcode is Opcode.TEXT and not _is_utf8(payload):
+        if self.max_message_size is not None and len(payload) > self.max_message_size:
+            # Members' clients would fail it with 1009 anyway; the hub must not frame and queue it.
+            self._count("oversize")
+            logger.warning(
+                "dropped a %d-byte message to %r from %r: over max_message_size (%d)",
+                len(payload),
+                group,
+                origin.decode(errors="replace"),
+                self.max_message_size,
+            )
+        elif opcode is Opcode.TEXT and not _is_utf8(payload):
             # Relayed, it would make every member's client fail its connection with 1007
             # (RFC 6455 §8.1): a publisher's bug, or a stranger on the Redis channel.
             self._count("invalid_text")
