@@ -24,8 +24,14 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 """
 
 
-# The chat demo's apps on a framework: applications of the adapters, not core.
-FRAMEWORK_APPS = {"ws4web/demo/cherrypy_app.py", "ws4web/demo/gevent_app.py", "ws4web/demo/asgi_app.py"}
+# The chat demo's apps on a framework: applications of the adapters, not core. And
+# ws4web.testing, which adds a pytest fixture when pytest is there (tested below).
+FRAMEWORK_APPS = {
+    "ws4web/demo/cherrypy_app.py",
+    "ws4web/demo/gevent_app.py",
+    "ws4web/demo/asgi_app.py",
+    "ws4web/testing.py",
+}
 
 
 def core_modules() -> list[str]:
@@ -91,3 +97,13 @@ def test_each_core_module_alone(module: str) -> None:
     assert module in added
     assert outside_stdlib(added) == []
     assert [name for name in added if name.startswith("ws4web.adapters")] == []
+
+
+def test_the_testing_module_needs_nothing_but_the_standard_library_and_optional_pytest() -> None:
+    added = imported_by("ws4web.testing")
+    outside = sorted(
+        {name.split(".")[0] for name in added}
+        - set(sys.stdlib_module_names)
+        - {"ws4web", "pytest", "_pytest", "pluggy", "iniconfig", "packaging", "py", "pygments", "exceptiongroup", "tomli"}
+    )
+    assert outside == []

@@ -25,6 +25,7 @@ __all__ = [
     "Frame",
     "Opcode",
     "apply_mask",
+    "frame_wire",
     "is_valid_close_code",
 ]
 
@@ -111,6 +112,10 @@ _pack_header16 = struct.Struct("!BBH").pack
 _pack_header64 = struct.Struct("!BBQ").pack
 _unpack16 = struct.Struct("!H").unpack_from
 _unpack64 = struct.Struct("!Q").unpack_from
+
+# Received payloads up to this size are sliced off the buffer; larger ones are taken
+# through a view (StreamReader.take), which copies once.
+_SLICE_LIMIT = 4096
 
 # Payloads up to this size are sent in one piece with their header; larger ones go
 # out as two buffers so a big payload is never copied only to prepend a header.
@@ -246,13 +251,21 @@ class Frame:
             header_size += 4
         if size < header_size + length:
             return None
+        end = header_size + length
         if masked:
             mask_key = bytes(buffer[header_size - 4 : header_size])
-            del buffer[:header_size]
-            data = apply_mask(reader.take(length), mask_key) if length else b""
+            if length <= _SLICE_LIMIT:  # small: slicing copies less than a view would cost
+                data = apply_mask(buffer[header_size:end], mask_key) if length else b""
+                del buffer[:end]
+            else:
+                del buffer[:header_size]
+                data = apply_mask(reader.take(length), mask_key)
+        elif length <= _SLICE_LIMIT:
+            data = bytes(buffer[header_size:end])
+            del buffer[:end]
         else:
             del buffer[:header_size]
-            data = reader.take(length) if length else b""
+            data = reader.take(length)
         return cls(opcode, data, bool(b0 & 0x80), bool(b0 & 0x40), bool(b0 & 0x20), bool(b0 & 0x10))
 
     def serialize(self, *, mask: bool) -> list[bytes]:
@@ -267,22 +280,31 @@ class Frame:
             | (0x10 if self.rsv3 else 0)
             | self.opcode
         )
-        data = self.data
-        length = len(data)
-        mask_bit = 0x80 if mask else 0
-        if length < 126:
-            header = _pack_header(b0, mask_bit | length)
-        elif length < 65536:
-            header = _pack_header16(b0, mask_bit | 126, length)
-        else:
-            header = _pack_header64(b0, mask_bit | 127, length)
-        if mask:
-            mask_key = os.urandom(4)
-            header += mask_key
-            data = apply_mask(data, mask_key)
-        if length <= _JOIN_LIMIT:
-            return [header + data]
-        return [header, data]
+        return frame_wire(b0, self.data, mask)
+
+
+def frame_wire(b0: int, data: bytes, mask: bool) -> list[bytes]:
+    """A frame's bytes on the wire (RFC 6455 §5.2): ``b0`` is its first byte (FIN,
+    RSV bits, opcode), ``data`` its payload, masked with a fresh key if ``mask``.
+
+    One buffer, or header and payload apart when the payload is large: a big
+    payload is never copied only to prepend a header.
+    """
+    length = len(data)
+    mask_bit = 0x80 if mask else 0
+    if length < 126:
+        header = _pack_header(b0, mask_bit | length)
+    elif length < 65536:
+        header = _pack_header16(b0, mask_bit | 126, length)
+    else:
+        header = _pack_header64(b0, mask_bit | 127, length)
+    if mask:
+        mask_key = os.urandom(4)
+        header += mask_key
+        data = apply_mask(data, mask_key)
+    if length <= _JOIN_LIMIT:
+        return [header + data]
+    return [header, data]
 
 
 class Close:

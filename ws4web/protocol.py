@@ -29,7 +29,7 @@ from typing import Any
 
 from .exceptions import ConnectionClosed, InvalidPayload, PayloadTooBig, ProtocolError, closed_exception
 from .extensions.base import Extension
-from .frames import Close, CloseCode, Frame, Opcode, is_valid_close_code
+from .frames import Close, CloseCode, Frame, Opcode, frame_wire, is_valid_close_code
 from .streams import StreamReader
 
 __all__ = ["CLIENT", "SEND_EOF", "SERVER", "Protocol", "Side", "State"]
@@ -123,6 +123,7 @@ class Protocol:
         self._out_opcode: Opcode | None = None
 
         self._mask_out = side is Side.CLIENT  # RFC 6455 §5.3: clients mask
+        self._plain = not extensions  # no extension transforms frames: messages may be framed directly
         self._rsv_mask = 0
         for extension in self.extensions:
             if extension.rsv_mask & self._rsv_mask:
@@ -211,9 +212,15 @@ class Protocol:
 
     def send_text(self, data: bytes, fin: bool = True) -> None:
         """Send a text frame; ``data`` is already UTF-8. ``fin=False`` starts a fragmented message."""
+        if fin and self._plain and self.state is State.OPEN and self._out_opcode is None:
+            self._writes += frame_wire(0x81, data, self._mask_out)  # the common case, in one call
+            return
         self._send_data(Opcode.TEXT, data, fin)
 
     def send_binary(self, data: bytes, fin: bool = True) -> None:
+        if fin and self._plain and self.state is State.OPEN and self._out_opcode is None:
+            self._writes += frame_wire(0x82, data, self._mask_out)
+            return
         self._send_data(Opcode.BINARY, data, fin)
 
     def send_continuation(self, data: bytes, fin: bool) -> None:
@@ -388,18 +395,24 @@ class Protocol:
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if self._in_opcode is not None:  # §5.4
                 raise ProtocolError("new data frame inside a fragmented message")
+            if frame.fin:
+                # A whole message: the frame parser already held its payload to
+                # max_message_size; what an extension decoded is checked here.
+                if self.extensions:
+                    self._check_size(len(frame.data))
+                if opcode is Opcode.TEXT and not frame.data.isascii():
+                    self._validate_utf8(frame.data, final=True)
+                self._events.append(frame)
+                return False
             # §10.4: a fragment that is not the last counts at least 1 byte, so a
             # message of empty fragments is bounded by max_message_size too.
-            size = len(frame.data) or (0 if frame.fin else 1)
+            size = len(frame.data) or 1
             self._check_size(size)
-            if not frame.fin:
-                self._in_opcode = opcode
-                self._in_size = size
-                if opcode is Opcode.TEXT:
-                    self._in_utf8 = _utf8_decoder()
-                    self._validate_utf8(frame.data, final=False)
-            elif opcode is Opcode.TEXT and not frame.data.isascii():
-                self._validate_utf8(frame.data, final=True)
+            self._in_opcode = opcode  # a fragmented message starts
+            self._in_size = size
+            if opcode is Opcode.TEXT:
+                self._in_utf8 = _utf8_decoder()
+                self._validate_utf8(frame.data, final=False)
             self._events.append(frame)
         elif opcode is Opcode.CONTINUATION:
             if self._in_opcode is None:  # §5.4

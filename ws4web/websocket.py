@@ -127,10 +127,13 @@ class WebSocket:
         ``compress=False`` sends this message uncompressed even where
         permessage-deflate was negotiated (already-compressed data, say).
         """
+        driver = self._connection
+        if driver is None:
+            driver = self.connection  # raises the explanation
         if isinstance(payload, (str, bytes, bytearray, memoryview, Message)):
-            self.connection.send_message(payload, binary, compress=compress)
+            driver.send_message(payload, binary, compress=compress)
         else:
-            self.connection.send_fragments(payload, binary, compress=compress)
+            driver.send_fragments(payload, binary, compress=compress)
 
     async def asend(self, payload: Data, binary: bool | None = None) -> None:
         """Send from an ``async def`` callback (ASGI) and wait until the server took it."""

@@ -39,6 +39,7 @@ import heapq
 import itertools
 import logging
 import queue
+import select
 import selectors
 import socket
 import ssl
@@ -81,6 +82,13 @@ TRANSITIONS = {
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
+# epoll reports a hang-up or an error as such: the next read says which (EOF, reset).
+_EPOLL_READ = getattr(select, "EPOLLIN", 1) | getattr(select, "EPOLLHUP", 16) | getattr(select, "EPOLLERR", 8)
+_EPOLL_WRITE = getattr(select, "EPOLLOUT", 4)
+
+
+def _epoll_mask(events: int) -> int:
+    return (select.EPOLLIN if events & _READ else 0) | (select.EPOLLOUT if events & _WRITE else 0)
 _RETRY = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 # Small writes are joined into one buffer (no object per 2-byte pong); larger ones
 # are queued as they are (no copy of a large payload).
@@ -177,6 +185,23 @@ class _Spares:
                 logger.exception("task %r failed", task)
 
 
+class _Wakeup(IOHandler):
+    """The loop's own socketpair end: another thread wrote a byte to wake the loop."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def on_io(self, mask: int) -> bool:
+        try:
+            while self.sock.recv(4096):
+                pass
+        except OSError:
+            pass
+        return True
+
+
 class Loop:
     """One selector, its timers and its leadership; started once, shared by many connections.
 
@@ -188,11 +213,15 @@ class Loop:
         self.name = name
         self.budget = budget
         self.spares = _Spares(f"{name}-thread")
-        self._selector = selectors.DefaultSelector()
+        # epoll where the platform has it, driven directly (the selectors module costs a
+        # Python call per ready socket); any other platform's best through selectors.
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._selector = selectors.DefaultSelector() if self._epoll is None else None
+        self._fds: dict[int, IOHandler | None] = {}  # epoll: fd -> its handler
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)
-        self._selector.register(self._wakeup_r, _READ, None)
+        self.register(self._wakeup_r, _READ, _Wakeup(self._wakeup_r))
         self._calls: deque[Callable[[], Any]] = deque()
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
@@ -243,11 +272,19 @@ class Loop:
             self._watchdog.join(timeout)
         if not self._started or self.is_leader():
             self._drop_all()
-        for key in list(self._selector.get_map().values()):
-            if isinstance(key.data, IOHandler):
-                key.data.on_error()
+        handlers = (
+            list(self._fds.values())
+            if self._selector is None
+            else [key.data for key in self._selector.get_map().values()]
+        )
+        for handler in handlers:
+            if isinstance(handler, IOHandler):
+                handler.on_error()
         self.spares.stop()
-        self._selector.close()
+        if self._epoll is not None:
+            self._epoll.close()
+        if self._selector is not None:
+            self._selector.close()
         self._wakeup_r.close()
         self._wakeup_w.close()
 
@@ -386,17 +423,46 @@ class Loop:
 
     # -- registration (loop thread only) ----------------------------------------------------
 
-    def register(self, sock: Any, events: int, handler: IOHandler) -> None:
-        self._selector.register(sock, events, handler)
+    def register(self, sock: Any, events: int, handler: IOHandler | None) -> None:
+        if self._selector is not None:
+            self._selector.register(sock, events, handler)
+            return
+        assert self._epoll is not None
+        fd = sock.fileno()
+        self._epoll.register(fd, _epoll_mask(events))
+        self._fds[fd] = handler
 
     def modify(self, sock: Any, events: int, handler: IOHandler) -> None:
-        self._selector.modify(sock, events, handler)
+        if self._selector is not None:
+            self._selector.modify(sock, events, handler)
+            return
+        assert self._epoll is not None
+        fd = sock.fileno()
+        self._epoll.modify(fd, _epoll_mask(events))
+        self._fds[fd] = handler
 
     def unregister(self, sock: Any) -> None:
         try:
-            self._selector.unregister(sock)
+            if self._selector is not None:
+                self._selector.unregister(sock)
+                return
+            assert self._epoll is not None
+            fd = sock.fileno()
+            if self._fds.pop(fd, None) is not None or fd >= 0:
+                self._epoll.unregister(fd)
         except (KeyError, ValueError, OSError):
             pass
+
+    def _ready(self, timeout: float | None) -> list[tuple[IOHandler | None, int]]:
+        """What is ready: (handler, mask of _READ/_WRITE); None for a socket gone meanwhile."""
+        if self._epoll is not None:
+            fds = self._fds
+            return [
+                (fds.get(fd), (_READ if events & _EPOLL_READ else 0) | (_WRITE if events & _EPOLL_WRITE else 0))
+                for fd, events in self._epoll.poll(-1 if timeout is None else timeout)
+            ]
+        assert self._selector is not None
+        return [(key.data, mask) for key, mask in self._selector.select(timeout)]
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -420,7 +486,6 @@ class Loop:
 
     def _loop(self) -> None:
         me = threading.get_ident()
-        selector = self._selector
         calls = self._calls
         timers = self._timers
         while not self._stopping:
@@ -429,14 +494,12 @@ class Loop:
                 timeout = 0
             elif timers:
                 timeout = max(0.0, timers[0][0] - _monotonic())
-            for key, mask in selector.select(timeout):
-                handler = key.data
+            try:
+                ready = self._ready(timeout)
+            except InterruptedError:  # pragma: no cover - a signal; Python retries for us
+                continue
+            for handler, mask in ready:
                 if handler is None:
-                    try:
-                        while self._wakeup_r.recv(4096):
-                            pass
-                    except OSError:
-                        pass
                     continue
                 try:
                     leading = handler.on_io(mask)
@@ -745,7 +808,7 @@ class SelectorDriver(DriverBase, IOHandler):
     def _after_write(self) -> None:
         """A sender waits while more than max_send_buffer is queued (``_lock`` held)."""
         limit = self.limits.max_send_buffer
-        if self._queued_memory() <= limit or self._torn_down:
+        if self._out_size + _ENTRY_COST * len(self._out) <= limit or self._torn_down:
             return
         self._write()  # a batch's replies may have piled up unwritten: try first
         if self._queued_memory() <= limit:
@@ -936,6 +999,13 @@ class SelectorDriver(DriverBase, IOHandler):
         leader_lock = loop._leader_lock
         me = threading.get_ident()
         while True:
+            if not self._inbox and self._runner is not OWNED:
+                with state_lock:
+                    if not self._inbox:
+                        if self._runner is INLINE:
+                            self._runner = IDLE
+                        return True
+                continue  # an item arrived meanwhile: take it below
             with state_lock:
                 if self._runner is OWNED:
                     return True
@@ -1040,18 +1110,22 @@ class SelectorDriver(DriverBase, IOHandler):
         sock = self.sock
         loop = self.loop
         protocol = self.protocol
+        buffer = loop.buffer
         for _ in range(16):  # TLS may hold more decrypted bytes than one read returns
-            data = loop.recv_into(sock)
-            if data is None:
+            try:
+                n = sock.recv_into(buffer)
+            except _RETRY:
                 break
+            except (OSError, ValueError):
+                n = 0  # reset: the same as EOF here
             with self._lock:
-                if data:
-                    protocol.receive_data(data)
+                if n:
+                    protocol.receive_data(loop.view[:n])
                 else:
                     protocol.receive_eof()
             if self._parse() is False:
                 return False
-            if not data or self._paused or not (self._tls and sock.pending()):
+            if not n or self._paused or not (self._tls and sock.pending()):
                 break
         self._end_batch()
         return True
@@ -1067,30 +1141,40 @@ class SelectorDriver(DriverBase, IOHandler):
                 frames = protocol.events_received()
                 if not frames:
                     return True
-                controls = [frame for frame in frames if frame.opcode >= 8]
+                controls = False
+                for frame in frames:
+                    if frame.opcode >= 8:
+                        controls = True
+                        break
                 if controls:
                     self._flush()  # pongs and close answers, in order
-            items: list[_Item] = []
+            batch: Sequence[_Item] = frames  # data frames only: all of them go to the handler
             if controls:
-                for frame in controls:
+                for frame in frames:
                     if frame.opcode is Opcode.PONG:
                         self._resolve_pings(frame.data)
-                items = [f for f in frames if f.opcode < 8 or f.opcode is Opcode.PONG]
-            batch: Sequence[_Item] = items if controls else frames  # data frames only: all of them go
+                batch = [f for f in frames if f.opcode < 8 or f.opcode is Opcode.PONG]
             if batch and self._enqueue(batch) and not self._drain_inline():
                 return False
+            limit = protocol.max_pending
+            if limit is None or len(frames) < limit:
+                return True  # the parser stopped short of its bound: nothing more is parsed yet
         return None
 
     def _end_batch(self) -> None:
         """Leader: write the batch's replies in one go, then listen for what comes next."""
         protocol = self.protocol
-        if self._out or self._eof_pending or protocol.state is not State.OPEN:
+        state = protocol.state
+        if self._out or self._eof_pending or state is not State.OPEN:
             with self._lock:
                 self._flush()  # and what the protocol produced by itself (a failure's close frame)
-        self._update_events()
-        if protocol.state is State.CLOSED and not protocol.events_pending():
+        if self._paused or self._out or self._events != _READ:
+            self._update_events()
+        if state is State.OPEN:
+            return
+        if state is State.CLOSED and not protocol.events_pending():
             self._teardown()
-        elif protocol.close_expected():
+        elif state is State.CLOSING:
             self._arm_close_timer()
 
     def _resume(self) -> None:
