@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(HERE, "chat"))
 import flask
 from handler import ChatHandler  # type: ignore[import-not-found]  # examples/chat, put on sys.path above
 
-from ws4web.adapters.middleware import WebSocketMiddleware
+from ws4web.adapters.middleware import WebSocketMiddleware, werkzeug_request_handler
 
 with open(os.path.join(HERE, "chat", "index.html"), "rb") as _page:
     PAGE = _page.read()
@@ -60,7 +60,15 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     # threaded: every WebSocket holds its connection's thread for its whole life.
-    app.run(host=args.host, port=args.port, threaded=True, debug=False, use_reloader=False)
+    # request_handler: each request head must arrive within 10 s (Werkzeug's own has no bound).
+    app.run(
+        host=args.host,
+        port=args.port,
+        threaded=True,
+        debug=False,
+        use_reloader=False,
+        request_handler=werkzeug_request_handler(),
+    )
 
 
 if __name__ == "__main__":

@@ -12,11 +12,12 @@ signature).
 For every hostile input the tests check the answer (the HTTP status, or the close code of the
 server's close frame), that no 101 came before a refusal, that the door lets the connection go,
 and that a well-behaved connection opened before still echoes. Where a framework answers
-before ws4web sees the request, or the door cannot do what the row asks, the expected answer
-is written per door in the row (``DOOR_ANSWERS``); a door that does not meet a row yet is an
-``xfail`` that names the gap (strict: it fails once the door is fixed, so the mark goes).
-docs/security.md holds the same table, one column per door. The memory cases run the
-standard-library server in a subprocess and read its RSS from /proc.
+before ws4web sees the request (or parses the frames, under ASGI), the expected answer is
+written per door and row (``DOOR_ANSWERS``, ``FRAME_DOOR_ANSWERS``), with who gives it; a door
+that does not meet a row yet is an ``xfail`` that names the gap (strict: it fails once the
+door is fixed, so the mark goes). docs/security.md holds the same table, one column per door.
+The TLS and memory cases run on the standard-library server (the memory cases in a
+subprocess, whose RSS they read from /proc).
 """
 
 from __future__ import annotations
@@ -712,9 +713,9 @@ DOOR_ANSWERS: dict[tuple[str, str], Answer] = {
     # request (no Upgrade) goes on as any other.
     ("bare-lf-line-ends", "gevent"): Answer(426, "pywsgi reads it; ws4web: no Upgrade"),
     ("bare-lf-line-ends", "wsgiref"): Answer(426, "http.server reads it; ws4web: no Upgrade"),
-    ("bare-lf-line-ends", "werkzeug"): Answer(200, "Werkzeug reads it; not an upgrade: the wrapped app", False),
+    ("bare-lf-line-ends", "werkzeug"): Answer(200, "Werkzeug reads it; not an upgrade: the wrapped app"),
     ("bare-lf-line-ends", "uvicorn"): Answer(404, "h11 reads it; not an upgrade: the app's HTTP answer", False),
-    ("missing-upgrade", "werkzeug"): Answer(200, "not an upgrade: the wrapped app", closes=False),
+    ("missing-upgrade", "werkzeug"): Answer(200, "not an upgrade: the wrapped app"),
     ("missing-upgrade", "uvicorn"): Answer(404, "not an upgrade: the app's HTTP answer", closes=False),
     ("missing-connection", "uvicorn"): Answer(404, "not an upgrade: the app's HTTP answer", closes=False),
     # http.client's header parser takes at most 100 lines.
@@ -1065,6 +1066,7 @@ def test_reset_mid_frame_gives_1006(door: Door, raw: RawConnections, good: Good)
 # -- TLS (the standard-library server) -------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("no_leaks")
 def test_slow_tls_handshake_is_cut_at_the_handshake_timeout(
     make_server: ServerFactory, server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
 ) -> None:
@@ -1219,6 +1221,7 @@ def echo(peer: RawPeer, payload: bytes) -> None:
     assert (frame.opcode, frame.payload) == (TEXT, payload)
 
 
+@pytest.mark.usefixtures("no_leaks")
 def test_ping_flood_is_answered_in_bounded_memory(server_process: ServerProcess, clients: ProcessClients) -> None:
     good = clients.handshake()
     echo(good, b"before")
@@ -1244,6 +1247,7 @@ def test_ping_flood_is_answered_in_bounded_memory(server_process: ServerProcess,
     server_process.expect("closed")
 
 
+@pytest.mark.usefixtures("no_leaks")
 def test_ping_flood_from_a_peer_that_never_reads_is_bounded(
     server_process: ServerProcess, clients: ProcessClients
 ) -> None:
@@ -1276,6 +1280,7 @@ def test_ping_flood_from_a_peer_that_never_reads_is_bounded(
     echo(good, b"after the reset")
 
 
+@pytest.mark.usefixtures("no_leaks")
 def test_peer_that_stops_reading_cannot_grow_the_server(
     server_process: ServerProcess, clients: ProcessClients
 ) -> None:

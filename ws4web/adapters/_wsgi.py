@@ -231,7 +231,7 @@ class HeadReader(io.RawIOBase):
     hold the connection's thread for ever.
 
     Set :attr:`deadline` (a ``time.monotonic()`` value) before the head, clear it
-    after; past it a read raises TimeoutError and :attr:`expired` is set. Each read
+    after; past it a read raises TimeoutError and ``expired`` is set. Each read
     also waits at most ``timeout`` seconds (None: no per-read bound).
     """
 

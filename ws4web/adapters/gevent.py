@@ -132,6 +132,7 @@ class WebSocketWSGIHandler(gevent.pywsgi.WSGIHandler):  # type: ignore[misc]
     handshake_timeout: float | None = 10.0
 
     def handle_one_request(self) -> Any:
+        """pywsgi's, with the request head bounded by :attr:`handshake_timeout` (408 past it)."""
         # pywsgi bounds no read of the head: a client dripping a byte a second
         # would hold the greenlet (and its socket) for ever.
         timer = None
@@ -159,6 +160,7 @@ class WebSocketWSGIHandler(gevent.pywsgi.WSGIHandler):  # type: ignore[misc]
         return super()._handle_client_error(ex)
 
     def read_request(self, raw_requestline: str) -> Any:
+        """pywsgi's; the head's deadline ends once the head is read."""
         try:
             return super().read_request(raw_requestline)
         finally:

@@ -59,7 +59,7 @@ from ._wsgi import (
 )
 
 if TYPE_CHECKING:
-    from werkzeug.serving import WSGIRequestHandler
+    import werkzeug.serving
 
 __all__ = ["ENVIRON_KEY", "ServerSupport", "WebSocketMiddleware", "detect_server", "werkzeug_request_handler"]
 
@@ -141,14 +141,13 @@ def _werkzeug_takeover(environ: Mapping[str, Any]) -> Takeover:
     return Takeover(sock, data, sock.sendall, detach, THREADING)
 
 
-def werkzeug_request_handler(handshake_timeout: float | None = 10.0) -> type[WSGIRequestHandler]:
+def werkzeug_request_handler(handshake_timeout: float | None = 10.0) -> type[werkzeug.serving.WSGIRequestHandler]:
     """A request handler class for Werkzeug's server that bounds each request head.
 
     Werkzeug's own reads the request line and headers with no deadline: a client
-    sending a byte a second holds a thread for ever. With this one, each head
-    (the first, and each on a kept-alive connection) must arrive within
-    ``handshake_timeout`` seconds, or the client gets 408 and the connection
-    ends. Pass it where Werkzeug takes one::
+    sending a byte a second holds a thread for ever. With this one, each request
+    head must arrive within ``handshake_timeout`` seconds, or the client gets 408
+    and the connection ends. Pass it where Werkzeug takes one::
 
         app.run(threaded=True, request_handler=werkzeug_request_handler())
         werkzeug.serving.run_simple(host, port, app, threaded=True, request_handler=werkzeug_request_handler())
@@ -177,6 +176,11 @@ def werkzeug_request_handler(handshake_timeout: float | None = 10.0) -> type[WSG
                     self.connection.sendall(REQUEST_TIMEOUT)
                 except OSError:
                     pass
+
+        def log_error(self, format: str, *args: Any) -> None:
+            if self.head.expired:
+                return  # http.server's "Request timed out": the 408 line says it
+            super().log_error(format, *args)
 
         def run_wsgi(self) -> None:
             # The head is in: from here the time is the application's.
