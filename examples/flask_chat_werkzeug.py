@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 import flask
 
-from ws4web.adapters.middleware import WebSocketMiddleware
+from ws4web.adapters.middleware import WebSocketMiddleware, werkzeug_request_handler
 from ws4web.demo import page
 from ws4web.demo.handler import ChatHandler
 
@@ -59,7 +59,15 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     # threaded: every WebSocket holds its connection's thread for its whole life.
-    app.run(host=args.host, port=args.port, threaded=True, debug=False, use_reloader=False)
+    # request_handler: each request head must arrive within 10 s (Werkzeug's own has no bound).
+    app.run(
+        host=args.host,
+        port=args.port,
+        threaded=True,
+        debug=False,
+        use_reloader=False,
+        request_handler=werkzeug_request_handler(),
+    )
 
 
 if __name__ == "__main__":

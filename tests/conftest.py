@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import gc
 import itertools
 import logging
 import operator
 import os
 import queue
+import select
 import socket
 import ssl
 import struct
@@ -324,6 +326,190 @@ class RawPeer:
 def raw_client(sock_pair: tuple[socket.socket, socket.socket]) -> tuple[socket.socket, RawPeer]:
     """(server socket for ws4web, RawPeer acting as a masking client)."""
     return sock_pair[0], RawPeer(sock_pair[1], masked=True)
+
+
+# -- raw HTTP: exact request bytes, and what the server answers ----------------------------------
+
+
+def upgrade_request(
+    path: str = "/",
+    *extra: str,
+    key: str | None = None,
+    method: str = "GET",
+    version: str = "HTTP/1.1",
+    skip: tuple[str, ...] = (),
+    end: bool = True,
+) -> bytes:
+    """An upgrade request for ``path``; ``skip`` drops standard headers by name, ``extra`` adds
+    lines after them; ``end=False`` leaves off the blank line that ends the head."""
+    standard = {
+        "Host": "127.0.0.1",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": key or base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+    }
+    lines = [f"{method} {path} {version}"]
+    lines += [f"{name}: {value}" for name, value in standard.items() if name not in skip]
+    lines += extra
+    return ("\r\n".join(lines) + "\r\n" + ("\r\n" if end else "")).encode("latin-1")
+
+
+class HTTPAnswer:
+    """An HTTP response as received: status, headers (lower-cased names) and body."""
+
+    def __init__(self, raw: bytes) -> None:
+        head, _, self.body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status_line = lines[0]
+        parts = lines[0].split(" ", 2)
+        assert parts[0].startswith("HTTP/1.") and len(parts) > 1, f"not an HTTP response: {raw[:80]!r}"
+        self.status = int(parts[1])
+        self.headers: dict[str, list[str]] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.headers.setdefault(name.strip().lower(), []).append(value.strip())
+
+    def header(self, name: str) -> list[str]:
+        return self.headers.get(name.lower(), [])
+
+
+class RawConnections:
+    """Client sockets to 127.0.0.1 that write exact bytes; all closed at teardown."""
+
+    def __init__(self) -> None:
+        self.sockets: list[socket.socket] = []
+
+    def open(self, port: int, data: bytes = b"", timeout: float = TIMEOUT) -> socket.socket:
+        """Connect to ``port`` and send ``data`` (the raw handshake sender)."""
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sockets.append(sock)
+        if data:
+            sock.sendall(data)
+        return sock
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+@pytest.fixture
+def raw() -> Iterator[RawConnections]:
+    connections = RawConnections()
+    try:
+        yield connections
+    finally:
+        connections.close()
+
+
+def read_until_closed(sock: socket.socket, timeout: float = TIMEOUT) -> tuple[bytes, bool]:
+    """Everything the server sends until it ends TCP: (data, True) if it did within ``timeout``
+    (a reset counts as ended), (data so far, False) if not."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return data, False
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return data, False
+        except ConnectionResetError:
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+
+
+class Outcome(NamedTuple):
+    """What a server did with a connection within a time limit: its answer's status
+    (None if it sent no complete status line), whether it ended TCP, and the bytes it sent."""
+
+    status: int | None
+    closed: bool
+    data: bytes
+
+    @property
+    def answer(self) -> HTTPAnswer:
+        return HTTPAnswer(self.data)
+
+
+def status_or_eof(sock: socket.socket, timeout: float = TIMEOUT, *, wait_close: bool = True) -> Outcome:
+    """Read a status line or EOF within ``timeout``, then until the server ends TCP (same deadline).
+
+    A 101 returns at once, with the TCP connection left open (frames may follow); so does
+    any answer with ``wait_close=False``, once its head and ``Content-Length`` body are in.
+    """
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\r\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return Outcome(None, False, data)
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return Outcome(None, False, data)
+        except ConnectionResetError:
+            return Outcome(None, True, data)
+        if not chunk:
+            return Outcome(None, True, data)
+        data += chunk
+    parts = data.split(b"\r\n", 1)[0].split(b" ", 2)
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    if status == 101:
+        return Outcome(status, False, data)
+    if not wait_close:
+        return _read_one_response(sock, status, data, deadline)
+    rest, closed = read_until_closed(sock, max(0.0, deadline - time.monotonic()))
+    return Outcome(status, closed, data + rest)
+
+
+def _read_one_response(sock: socket.socket, status: int | None, data: bytes, deadline: float) -> Outcome:
+    """The rest of one response with a Content-Length body (or none), leaving the connection open."""
+
+    def complete() -> bool:
+        if b"\r\n\r\n" not in data:
+            return False
+        answer = HTTPAnswer(data)
+        length = answer.header("content-length")
+        return not length or len(answer.body) >= int(length[0])
+
+    while not complete():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return Outcome(status, False, data)
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return Outcome(status, False, data)
+        except ConnectionResetError:
+            return Outcome(status, True, data)
+        if not chunk:
+            return Outcome(status, True, data)
+        data += chunk
+    return Outcome(status, False, data)
+
+
+def trickle_until_cut(sock: socket.socket, data: bytes, delay: float, limit: float = TIMEOUT) -> tuple[bool, int]:
+    """Send ``data`` a byte every ``delay`` s until the server answers or drops us, for at most
+    ``limit`` s: (cut, bytes sent)."""
+    sent = 0
+    started = time.monotonic()
+    while sent < len(data) and time.monotonic() - started < limit:
+        readable, _, _ = select.select([sock], [], [], delay)
+        if readable:
+            return True, sent
+        try:
+            sock.sendall(data[sent : sent + 1])
+        except OSError:  # reset: the server already gave up
+            return True, sent
+        sent += 1
+    return False, sent
 
 
 # -- handlers ---------------------------------------------------------------------------------

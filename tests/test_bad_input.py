@@ -1,20 +1,32 @@
-"""The bad-input table, end to end: hostile bytes from a raw socket against a real WebSocketServer.
+"""The bad-input table, end to end, on every server door: hostile bytes from a raw socket.
 
-Every case runs on 127.0.0.1 with a client that writes exact bytes. For each hostile input the test
-checks the answer (the close code read from the server's close frame, or the HTTP
-status), that the server lets the connection go (it ends TCP, so ``recv`` returns
-``b""``; the handler's ``closed()`` runs; ``server.websockets`` drops it), and that
-a well-behaved connection opened before the attack still echoes afterwards.
-The memory cases run the server in a subprocess and read its RSS from /proc.
-docs/security.md holds the same table.
+Each door runs with its real framework on 127.0.0.1:0 (fixture ``door``, started once per
+module): the standard-library ``WebSocketServer``, ``accept_socket`` on sockets a plain
+listener accepted, CherryPy (``install()`` and ``cherrypy.engine``), gevent's pywsgi (its own
+hub in a thread, never monkey-patched), wsgiref, ``WebSocketMiddleware`` on Werkzeug's
+threaded server, and the ASGI adapter on uvicorn. Each serves three endpoints: ``echo``
+(a handler that records how its connection ended), ``auth`` (the same behind an Origin
+allow-list and HTTP Basic) and ``ws4py`` (a handler whose ``__init__`` has ws4py's exact
+signature).
+
+For every hostile input the tests check the answer (the HTTP status, or the close code of the
+server's close frame), that no 101 came before a refusal, that the door lets the connection go,
+and that a well-behaved connection opened before still echoes. Where a framework answers
+before ws4web sees the request (or parses the frames, under ASGI), the expected answer is
+written per door and row (``DOOR_ANSWERS``, ``FRAME_DOOR_ANSWERS``), with who gives it; a door
+that does not meet a row yet is an ``xfail`` that names the gap (strict: it fails once the
+door is fixed, so the mark goes). docs/security.md holds the same table, one column per door.
+The TLS and memory cases run on the standard-library server (the memory cases in a
+subprocess, whose RSS they read from /proc).
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
+import logging
 import os
 import queue
-import select
 import socket
 import ssl
 import struct
@@ -23,18 +35,33 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import pytest
 
-from ws4web import WebSocket, WebSocketServer
+from ws4web import WebSocket, WebSocketServer, accept_socket, connect
+from ws4web.accept import Registry
 from ws4web.auth import basic_auth
+from ws4web.exceptions import InvalidHandshake
 from ws4web.messages import Message
 
-from .conftest import TIMEOUT, RawFrame, RawPeer, ServerFactory, close_payload, encode_frame, wait_until
+from .conftest import (
+    TIMEOUT,
+    Outcome,
+    RawConnections,
+    RawFrame,
+    RawPeer,
+    ServerFactory,
+    close_payload,
+    encode_frame,
+    read_until_closed,
+    status_or_eof,
+    trickle_until_cut,
+    upgrade_request,
+    wait_until,
+)
 
 pytestmark = [
-    pytest.mark.usefixtures("no_leaks"),
     pytest.mark.filterwarnings("error::ResourceWarning"),
     pytest.mark.timeout(60),
 ]
@@ -42,25 +69,32 @@ pytestmark = [
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 MiB = 2**20
 
+#: The request-head deadline every door is given (seconds): short, to keep the slow cases fast.
+HEAD_TIMEOUT = 1.5
 
-# -- the server side: an echo handler that records how each connection ended --------------------
+KEY = base64.b64encode(b"0123456789abcdef").decode()
+AUTH_OK = "Authorization: Basic " + base64.b64encode(b"alice:open sesame").decode()
+ORIGIN_OK = "Origin: https://good.example"
+POLICY: dict[str, Any] = {"origins": ["https://good.example"], "authenticate": basic_auth({"alice": "open sesame"})}
+
+
+# -- the server side -----------------------------------------------------------------------------
 
 
 class Tracked(WebSocket):
-    """Echoes; remembers its connection's close code, keyed by the client's port."""
+    """Echoes; remembers how its connection ended, keyed by the request target the client sent."""
 
-    instances: ClassVar[dict[int, Tracked]]
+    instances: ClassVar[dict[str, Tracked]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ended = threading.Event()
         self.code: int | None = None
         self.messages: list[bytes] = []
-        try:
-            self.client_port = int(self.sock.getpeername()[1])
-        except OSError:  # the client is already gone
-            self.client_port = -1
-        type(self).instances[self.client_port] = self
+
+    def opened(self) -> None:
+        assert self.request is not None
+        type(self).instances[self.request.path] = self
 
     def received_message(self, message: Message) -> None:
         self.messages.append(bytes(message.data))
@@ -71,149 +105,800 @@ class Tracked(WebSocket):
         self.ended.set()
 
 
-def request_bytes(
-    *extra: str,
-    key: str | None = None,
-    method: str = "GET",
-    version: str = "HTTP/1.1",
-    skip: tuple[str, ...] = (),
-    end: bool = True,
-) -> bytes:
-    """An upgrade request; ``skip`` drops standard headers by name, ``extra`` adds lines."""
-    standard = {
-        "Host": "127.0.0.1",
-        "Upgrade": "websocket",
-        "Connection": "Upgrade",
-        "Sec-WebSocket-Key": key or base64.b64encode(os.urandom(16)).decode(),
-        "Sec-WebSocket-Version": "13",
-    }
-    lines = [f"{method} /chat {version}"]
-    lines += [f"{name}: {value}" for name, value in standard.items() if name not in skip]
-    lines += extra
-    return ("\r\n".join(lines) + "\r\n" + ("\r\n" if end else "")).encode("latin-1")
+class Ws4pySignature(WebSocket):
+    """A handler written for ws4py: ``__init__`` with exactly ws4py's signature, positional pass-through."""
+
+    def __init__(
+        self, sock: Any, protocols: Any = None, extensions: Any = None, environ: Any = None, heartbeat_freq: Any = None
+    ) -> None:
+        super().__init__(sock, protocols, extensions, environ, heartbeat_freq)
+        self.prefix = "ws4py:"
+
+    def received_message(self, message: Message) -> None:
+        self.send(self.prefix + message.text)
 
 
-class HTTPAnswer:
-    def __init__(self, raw: bytes) -> None:
-        head, _, self.body = raw.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        self.status_line = lines[0]
-        parts = lines[0].split(" ", 2)
-        assert parts[0].startswith("HTTP/1."), f"not an HTTP response: {raw[:80]!r}"
-        self.status = int(parts[1])
-        self.headers: dict[str, list[str]] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            self.headers.setdefault(name.strip().lower(), []).append(value.strip())
+class Door:
+    """One door running: its endpoints' ports and paths, its open WebSockets, how to stop it."""
 
-    def header(self, name: str) -> list[str]:
-        return self.headers.get(name.lower(), [])
+    name: ClassVar[str]
+    #: whether options reach the door per request (CherryPy config) rather than when it is built
+    options_per_request: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.tracked: type[Tracked] = type(f"Tracked_{self.name}", (Tracked,), {"instances": {}})
+        self.handlers: dict[str, type[WebSocket]] = {
+            "echo": self.tracked,
+            "auth": self.tracked,
+            "ws4py": Ws4pySignature,
+        }
+        self.options: dict[str, dict[str, Any]] = {"echo": {}, "auth": dict(POLICY), "ws4py": {}}
+
+    def port(self, endpoint: str = "echo") -> int:
+        raise NotImplementedError
+
+    def path(self, endpoint: str = "echo") -> str:
+        return f"/{endpoint}"
+
+    def websockets(self) -> set[WebSocket]:
+        raise NotImplementedError
+
+    def handler(self, path: str) -> Tracked:
+        """The echo handler of the connection that asked for ``path`` (once its opened() ran)."""
+        instances = self.tracked.instances
+        assert wait_until(lambda: path in instances, TIMEOUT), f"no handler opened for {path}"
+        return instances[path]
+
+    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:
+        """Build (and drop) this door's server object with ``options``: what raises TypeError for a bad one."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
 
 
-def read_until_closed(sock: socket.socket, timeout: float = TIMEOUT) -> tuple[bytes, bool]:
-    """Everything the server sends until it closes TCP; (data, True) if it did within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return data, False
-        sock.settimeout(left)
+class StdlibDoor(Door):
+    name = "stdlib"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.servers = {
+            endpoint: WebSocketServer(
+                self.handlers[endpoint], handshake_timeout=HEAD_TIMEOUT, close_timeout=2.0, **self.options[endpoint]
+            ).start()
+            for endpoint in self.handlers
+        }
+
+    def port(self, endpoint: str = "echo") -> int:
+        return self.servers[endpoint].port
+
+    def websockets(self) -> set[WebSocket]:
+        return set().union(*(server.websockets for server in self.servers.values()))
+
+    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:
+        WebSocketServer(handler_cls, **options).shutdown()
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.shutdown(timeout=2.0)
+
+
+class _AcceptingListener:
+    """A plain listening socket; every connection gets a thread that calls ``accept_socket``."""
+
+    def __init__(self, handler_cls: type[WebSocket], options: dict[str, Any]) -> None:
+        self.handler_cls = handler_cls
+        self.options = options
+        self.registry = Registry()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.port = self.listener.getsockname()[1]
+        self.threads: list[threading.Thread] = []
+        self.stopping = threading.Event()
+        self.acceptor = threading.Thread(target=self._accept, name="accept-socket-listener", daemon=True)
+        self.acceptor.start()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(sock,), name="accept-socket-connection", daemon=True)
+            self.threads = [t for t in self.threads if t.is_alive()] + [thread]
+            thread.start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        with sock:
+            sock.settimeout(None)
+            try:
+                handler = accept_socket(sock, self.handler_cls, **self.options)
+            except InvalidHandshake:
+                return  # answered (and logged) by accept_socket
+            if not self.registry.add(handler):
+                handler.close(1001, "server shutting down")
+            try:
+                handler.run()
+            finally:
+                self.registry.discard(handler)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.acceptor.join(TIMEOUT)
+        self.listener.close()
+        self.registry.shutdown(timeout=2.0)
+        for thread in self.threads:
+            thread.join(TIMEOUT)
+
+
+class AcceptSocketDoor(Door):
+    name = "accept_socket"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listeners = {
+            endpoint: _AcceptingListener(
+                self.handlers[endpoint],
+                {"handshake_timeout": HEAD_TIMEOUT, "close_timeout": 2.0, **self.options[endpoint]},
+            )
+            for endpoint in self.handlers
+        }
+
+    def port(self, endpoint: str = "echo") -> int:
+        return self.listeners[endpoint].port
+
+    def websockets(self) -> set[WebSocket]:
+        return set().union(*(set(listener.registry) for listener in self.listeners.values()))
+
+    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:
+        a, b = socket.socketpair()
+        with a, b:
+            b.close()  # if the options passed, accept_socket reads EOF and refuses
+            try:
+                accept_socket(a, handler_cls, handshake_timeout=1.0, **options)
+            except InvalidHandshake as exc:
+                raise AssertionError(f"accept_socket read the socket before checking its options: {exc}") from exc
+
+    def stop(self) -> None:
+        for listener in self.listeners.values():
+            listener.stop()
+
+
+class CherryPyDoor(Door):
+    name = "cherrypy"
+    options_per_request = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        import cherrypy
+
+        from ws4web.adapters import cherrypy as adapter
+
+        self.cherrypy = cherrypy
+        self.adapter = adapter
+
+        class Root:
+            @cherrypy.expose  # type: ignore[untyped-decorator]
+            def default(self, *args: str, **kwargs: str) -> str:
+                return ""
+
+        config: dict[str, dict[str, Any]] = {
+            self.path(endpoint): {
+                "tools.websocket.on": True,
+                "tools.websocket.handler_cls": self.handlers[endpoint],
+                "tools.websocket.close_timeout": 2.0,
+                **{f"tools.websocket.{k}": v for k, v in self.options[endpoint].items()},
+            }
+            for endpoint in self.handlers
+        }
+        # ws4py's option for the version it speaks: unknown to ws4web (500 before any 101).
+        config["/bogus"] = {
+            "tools.websocket.on": True, "tools.websocket.handler_cls": Ws4pySignature, "tools.websocket.version": 13
+        }
+        cherrypy.config.update(
+            {
+                "server.socket_host": "127.0.0.1",
+                "server.socket_port": 0,
+                "server.thread_pool": 8,
+                "engine.autoreload.on": False,
+                "checker.on": False,
+                "log.screen": False,
+            }
+        )
+        cherrypy.tree.mount(Root(), "/", config)
+        self.plugin = adapter.install(shutdown_timeout=2.0)
+        self.plugin.handshake_timeout = HEAD_TIMEOUT
+        # A fresh server object asks for a fresh port (see tests/adapters/test_cherrypy.py).
+        cherrypy.server.httpserver = cherrypy.server.httpserver_from_self()[0]
+        cherrypy.server.httpserver.expiration_interval = 0.05
+        cherrypy.engine.start()
+        self._port = int(cherrypy.server.bound_addr[1])
+
+    def port(self, endpoint: str = "echo") -> int:
+        return self._port
+
+    def websockets(self) -> set[WebSocket]:
+        return set(self.plugin.websockets)
+
+    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:  # pragma: no cover - per request
+        raise AssertionError("CherryPy's options arrive per request")
+
+    def stop(self) -> None:
+        cherrypy = self.cherrypy
+        cherrypy.engine.stop()
+        self.adapter.uninstall()
+        cherrypy.tree.apps.clear()
+        cherrypy.engine.exit()
+        cherrypy.config.reset()
+
+
+class _WSGIDoor(Door):
+    """What the gevent and wsgiref doors share: one WebSocketWSGIApplication per endpoint,
+    under a PathDispatcher."""
+
+    def _apps(self, application: Callable[..., Any]) -> dict[str, Any]:
+        self.apps = {
+            endpoint: application(self.handlers[endpoint], close_timeout=2.0, **self.options[endpoint])
+            for endpoint in self.handlers
+        }
+        return {self.path(endpoint): app for endpoint, app in self.apps.items()}
+
+    def websockets(self) -> set[WebSocket]:
+        return set().union(*(app.websockets for app in self.apps.values()))
+
+
+class WsgirefDoor(_WSGIDoor):
+    name = "wsgiref"
+
+    def __init__(self) -> None:
+        super().__init__()
+        from ws4web.adapters import wsgiref
+
+        class Handler(wsgiref.WebSocketWSGIRequestHandler):
+            handshake_timeout = HEAD_TIMEOUT
+
+        self.module = wsgiref
+        site = wsgiref.PathDispatcher(self._apps(wsgiref.WebSocketWSGIApplication))
+        self.server = wsgiref.make_server("127.0.0.1", 0, site, handler_class=Handler)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, name="wsgiref-door", daemon=True
+        )
+        self.thread.start()
+
+    def port(self, endpoint: str = "echo") -> int:
+        return int(self.server.server_port)
+
+    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:
+        self.module.WebSocketWSGIApplication(handler_cls, **options)
+
+    def stop(self) -> None:
+        for app in self.apps.values():
+            app.shutdown(timeout=2.0)
+        self.server.shutdown()
+        self.thread.join(TIMEOUT)
+        self.server.server_close()
+
+
+class GeventDoor(_WSGIDoor):
+    name = "gevent"
+
+    def __init__(self) -> None:
+        super().__init__()
+        import gevent
+        import gevent.event
+
+        from ws4web.adapters import gevent as adapter
+
+        class Handler(adapter.WebSocketWSGIHandler):  # type: ignore[misc]
+            handshake_timeout = HEAD_TIMEOUT
+
+        self.gevent = gevent
+        self.module = adapter
+        self.site = adapter.PathDispatcher(self._apps(adapter.WebSocketWSGIApplication))
+        self.handler_class = Handler
+        self._port = 0
+        self._ready = threading.Event()
+        self._loop: Any = None
+        self._stop: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="gevent-door", daemon=True)
+        self.thread.start()
+        if not self._ready.wait(TIMEOUT) or self.error is not None:
+            raise RuntimeError(f"the gevent server did not start: {self.error!r}")
+
+    def _run(self) -> None:
+        import gc
+
+        gevent = self.gevent
+        hub = gevent.get_hub()
         try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            return data, False
-        except ConnectionResetError:
-            return data, True
-        if not chunk:
-            return data, True
-        data += chunk
+            server = self.module.make_server("127.0.0.1", 0, self.site, handler_class=self.handler_class, log=None)
+            server.start()
+            self._port = server.server_port
+            self._loop = hub.loop
+            self._stop = gevent.event.Event()
+            self._ready.set()
+            self._stop.wait()
+            for app in self.apps.values():
+                app.shutdown(timeout=2.0)
+            server.stop(timeout=TIMEOUT)
+            gc.collect()  # finalize gevent sockets while their hub still exists
+        except BaseException as exc:
+            self.error = exc
+            self._ready.set()
+        finally:
+            hub.destroy(destroy_loop=True)
+
+    def port(self, endpoint: str = "echo") -> int:
+        return self._port
+
+    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:
+        self.module.WebSocketWSGIApplication(handler_cls, **options)
+
+    def stop(self) -> None:
+        if self._stop is not None and self.thread.is_alive():
+            self._loop.run_callback_threadsafe(self._stop.set)
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive(), "the gevent server thread did not stop"
+        if self.error is not None:
+            raise self.error
 
 
-class Bench:
-    """A server, a well-behaved client opened first, and raw hostile clients."""
+def _plain_site(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    body = b"plain page\n"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
 
-    def __init__(self, make_server: ServerFactory, **options: Any) -> None:
-        self.handler_cls: type[Tracked] = type("TrackedHere", (Tracked,), {"instances": {}})
-        self.server: WebSocketServer = make_server(self.handler_cls, **options)
-        self.good_headers: tuple[str, ...] = ()
-        self.sockets: list[socket.socket] = []
-        self._good: RawPeer | None = None
-        self._echoes = 0
 
-    def connect(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=TIMEOUT)
-        self.sockets.append(sock)
-        return sock
+class WerkzeugDoor(Door):
+    name = "werkzeug"
 
-    def handshake(self, *extra: str) -> RawPeer:
-        """A raw client past a successful opening handshake."""
-        sock = self.connect()
-        sock.sendall(request_bytes(*extra))
-        head = b""
-        deadline = time.monotonic() + TIMEOUT
-        while b"\r\n\r\n" not in head:
-            assert time.monotonic() < deadline, "no handshake answer"
-            chunk = sock.recv(4096)
-            assert chunk, f"closed during the handshake after {head!r}"
-            head += chunk
-        head, _, rest = head.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101 "), head
-        peer = RawPeer(sock, masked=True)
-        peer.buffer += rest
-        return peer
+    def __init__(self) -> None:
+        super().__init__()
+        import werkzeug.serving
 
-    def open_good(self) -> None:
-        self._good = self.handshake(*self.good_headers)
-        self.good_echoes()
+        from ws4web.adapters._wsgi import WebSocketWSGIApplication
+        from ws4web.adapters.middleware import WebSocketMiddleware, werkzeug_request_handler
 
-    def good_echoes(self) -> None:
-        """The well-behaved connection still round-trips a message."""
-        assert self._good is not None
-        self._echoes += 1
-        payload = f"still here {self._echoes}".encode()
-        self._good.send_frame(TEXT, payload)
-        frame = self._good.read_data_frame(TIMEOUT)
+        self.middleware_class = WebSocketMiddleware
+        mounts: dict[str, Any] = {
+            self.path("echo"): self.tracked,
+            self.path("ws4py"): Ws4pySignature,
+            self.path("auth"): WebSocketWSGIApplication(self.tracked, close_timeout=2.0, **POLICY),
+        }
+        self.middleware = WebSocketMiddleware(_plain_site, mounts, close_timeout=2.0)
+        self.server = werkzeug.serving.make_server(
+            "127.0.0.1", 0, self.middleware, threaded=True, request_handler=werkzeug_request_handler(HEAD_TIMEOUT)
+        )
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, name="werkzeug-door", daemon=True
+        )
+        self.thread.start()
+
+    def port(self, endpoint: str = "echo") -> int:
+        return int(self.server.server_port)
+
+    def websockets(self) -> set[WebSocket]:
+        return self.middleware.websockets
+
+    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:
+        self.middleware_class(_plain_site, {"/ws": handler_cls}, **options)
+
+    def stop(self) -> None:
+        self.middleware.shutdown(timeout=2.0)
+        self.server.shutdown()
+        self.thread.join(TIMEOUT)
+        self.server.server_close()
+
+
+class UvicornDoor(Door):
+    name = "uvicorn"
+
+    def __init__(self) -> None:
+        super().__init__()
+        import uvicorn
+
+        from ws4web.adapters.asgi import WebSocketASGIApp
+
+        self.app_class = WebSocketASGIApp
+        self.apps = {
+            self.path(endpoint): WebSocketASGIApp(self.handlers[endpoint], close_timeout=2.0, **self.options[endpoint])
+            for endpoint in self.handlers
+        }
+        echo = self.apps[self.path("echo")]
+
+        async def router(scope: Any, receive: Any, send: Any) -> None:
+            await self.apps.get(scope.get("path", ""), echo)(scope, receive, send)
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        # uvicorn's own bound on a message (ws_max_size) set to the handler's max_message_size.
+        config = uvicorn.Config(router, log_level="warning", lifespan="off", ws_max_size=MiB)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.listener]}, name="uvicorn-door", daemon=True
+        )
+        self.thread.start()
+        assert wait_until(lambda: self.server.started or not self.thread.is_alive()), "uvicorn did not start"
+        assert self.server.started, "uvicorn did not start"
+
+    def port(self, endpoint: str = "echo") -> int:
+        return int(self.listener.getsockname()[1])
+
+    def websockets(self) -> set[WebSocket]:
+        return set().union(*(app.websockets for app in self.apps.values()))
+
+    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:
+        self.app_class(handler_cls, **options)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(TIMEOUT * 2)
+        self.listener.close()
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+DOORS: dict[str, type[Door]] = {
+    door.name: door
+    for door in (StdlibDoor, AcceptSocketDoor, CherryPyDoor, GeventDoor, WsgirefDoor, WerkzeugDoor, UvicornDoor)
+}
+_FRAMEWORK = {"cherrypy": "cherrypy", "gevent": "gevent", "werkzeug": "werkzeug", "uvicorn": "uvicorn"}
+
+
+@pytest.fixture(scope="module", params=list(DOORS))
+def door(request: pytest.FixtureRequest) -> Iterator[Door]:
+    name = request.param
+    if name in _FRAMEWORK:
+        pytest.importorskip(_FRAMEWORK[name])
+    before = set(threading.enumerate())
+    running = DOORS[name]()
+    try:
+        yield running
+    finally:
+        running.stop()
+    deadline = time.monotonic() + 5.0
+    for thread in set(threading.enumerate()) - before:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not left, f"threads still running after the {name} door stopped: {left}"
+
+
+# -- clients -----------------------------------------------------------------------------------------
+
+_connections = itertools.count()
+
+
+def unique_path(door: Door, endpoint: str = "echo") -> str:
+    """The endpoint's path with a query no other connection of this run has: the handler's key."""
+    return f"{door.path(endpoint)}?c={next(_connections)}"
+
+
+def handshake(door: Door, raw: RawConnections, endpoint: str = "echo", *extra: str) -> tuple[RawPeer, str]:
+    """A raw client past a successful opening handshake, and the request target it used."""
+    path = unique_path(door, endpoint)
+    sock = raw.open(door.port(endpoint), upgrade_request(path, *extra))
+    peer = RawPeer(sock, masked=True)
+    head = peer.read_head(TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return peer, path
+
+
+class Good:
+    """A well-behaved connection opened before an attack, which must still echo after it."""
+
+    def __init__(self, door: Door, raw: RawConnections, endpoint: str = "echo", *extra: str) -> None:
+        self.peer, path = handshake(door, raw, endpoint, *extra)
+        self.echoes = 0
+        self.echo()
+        self.handler = door.handler(path)
+
+    def echo(self) -> None:
+        self.echoes += 1
+        payload = f"still here {self.echoes}".encode()
+        self.peer.send_frame(TEXT, payload)
+        frame = self.peer.read_data_frame(TIMEOUT)
         assert (frame.opcode, frame.payload) == (TEXT, payload)
 
-    def handler_of(self, sock: socket.socket) -> Tracked:
-        port = sock.getsockname()[1]
-        assert wait_until(lambda: port in self.handler_cls.instances, TIMEOUT), "no handler for the connection"
-        return self.handler_cls.instances[port]
-
-    def released(self, handler: Tracked) -> None:
-        """The server ran closed() and dropped the connection from server.websockets."""
-        assert handler.ended.wait(TIMEOUT), "the handler's closed() never ran"
-        assert wait_until(lambda: handler not in self.server.websockets, TIMEOUT), "server.websockets kept it"
-
-    def http(self, raw: bytes) -> HTTPAnswer:
-        """Send a request; the server must answer and close TCP."""
-        sock = self.connect()
-        sock.sendall(raw)
-        data, closed = read_until_closed(sock)
-        assert closed, f"the server kept the connection open after {data[:80]!r}"
-        return HTTPAnswer(data)
-
-    def close_all(self) -> None:
-        for sock in self.sockets:
-            sock.close()
+    def close(self) -> None:
+        self.peer.send_frame(CLOSE, close_payload(1000))
+        assert self.peer.read_data_frame(TIMEOUT).opcode == CLOSE
+        self.peer.sock.close()  # the closing handshake is over: end TCP too
+        assert self.handler.ended.wait(TIMEOUT)
 
 
 @pytest.fixture
-def bench_factory(make_server: ServerFactory) -> Iterator[Callable[..., Bench]]:
-    benches: list[Bench] = []
+def good(door: Door, raw: RawConnections) -> Iterator[Good]:
+    connection = Good(door, raw)
+    yield connection
+    connection.echo()
+    connection.close()
 
-    def factory(good_headers: tuple[str, ...] = (), **options: Any) -> Bench:
-        options.setdefault("handshake_timeout", 5.0)
-        bench = Bench(make_server, **options)
-        bench.good_headers = good_headers
-        bench.open_good()
-        benches.append(bench)
-        return bench
 
-    yield factory
-    for bench in benches:
-        bench.close_all()
+# -- the opening handshake: one row per hostile request, one answer per door -----------------------------
+
+SMUGGLED = encode_frame(TEXT, b"smuggled")  # a body that would be read as a frame after a 101
+
+
+def too_many_headers(path: str) -> bytes:
+    # Exactly max_headers + 1 = 129 header lines, then the blank line.
+    head = upgrade_request(path, end=False)
+    filler = 129 - (head.count(b"\r\n") - 1)
+    return head + b"".join(b"X-Filler-%d: x\r\n" % i for i in range(filler)) + b"\r\n"
+
+
+class Row(NamedTuple):
+    build: Callable[[str], bytes]  # the request, for the endpoint's path
+    status: int
+    headers: dict[str, str] = {}
+    endpoint: str = "echo"
+
+
+class Answer(NamedTuple):
+    """What a door answers a row where it differs from the row's answer."""
+
+    status: int | None  # None: an HTTP/0.9 answer, a body without a status line
+    by: str  # who answers: the framework, before ws4web sees the request, or "ws4web"
+    closes: bool = True  # whether the door ends TCP after it (else: HTTP keep-alive)
+
+
+AUTH_FAILS = {"www-authenticate": 'Basic realm="ws4web"'}
+
+HANDSHAKE_ROWS: dict[str, Row] = {
+    "body-content-length": Row(
+        lambda p: upgrade_request(p, f"Content-Length: {len(SMUGGLED)}") + SMUGGLED, 400
+    ),
+    "body-chunked": Row(
+        lambda p: upgrade_request(p, "Transfer-Encoding: chunked")
+        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED),
+        400,
+    ),
+    "missing-key": Row(lambda p: upgrade_request(p, skip=("Sec-WebSocket-Key",)), 400),
+    "duplicate-key": Row(lambda p: upgrade_request(p, f"Sec-WebSocket-Key: {KEY}", key=KEY), 400),
+    "comma-joined-key": Row(lambda p: upgrade_request(p, key=f"{KEY}, {KEY}"), 400),
+    "malformed-key": Row(lambda p: upgrade_request(p, key="not base64 at all!"), 400),
+    "key-not-16-bytes": Row(lambda p: upgrade_request(p, key=base64.b64encode(b"short").decode()), 400),
+    "duplicate-version": Row(lambda p: upgrade_request(p, "Sec-WebSocket-Version: 13"), 400),
+    "comma-joined-version": Row(
+        lambda p: upgrade_request(p, "Sec-WebSocket-Version: 13, 13", skip=("Sec-WebSocket-Version",)), 400
+    ),
+    "wrong-version": Row(
+        lambda p: upgrade_request(p, "Sec-WebSocket-Version: 8", skip=("Sec-WebSocket-Version",)),
+        426,
+        {"sec-websocket-version": "13"},
+    ),
+    "missing-version": Row(
+        lambda p: upgrade_request(p, skip=("Sec-WebSocket-Version",)), 426, {"sec-websocket-version": "13"}
+    ),
+    "post": Row(lambda p: upgrade_request(p, "Content-Length: 0", method="POST"), 405, {"allow": "GET"}),
+    "http-1.0": Row(lambda p: upgrade_request(p, version="HTTP/1.0"), 400),
+    "missing-upgrade": Row(lambda p: upgrade_request(p, skip=("Upgrade",)), 426, {"upgrade": "websocket"}),
+    "missing-connection": Row(lambda p: upgrade_request(p, skip=("Connection",)), 426, {"upgrade": "websocket"}),
+    "missing-host": Row(lambda p: upgrade_request(p, skip=("Host",)), 400),
+    "malformed-request-line": Row(lambda p: b"GET %s\r\n\r\n" % p.encode(), 400),
+    "bare-lf-line-ends": Row(lambda p: b"GET %s HTTP/1.1\nHost: x\n\n" % p.encode(), 400),
+    "too-many-headers": Row(too_many_headers, 431),
+    "header-line-too-long": Row(lambda p: upgrade_request(p, "X-Long: " + "a" * 8190), 431),
+    "origin-refused": Row(lambda p: upgrade_request(p, "Origin: https://evil.example", AUTH_OK), 403, {}, "auth"),
+    "origin-missing": Row(lambda p: upgrade_request(p, AUTH_OK), 403, {}, "auth"),
+    "origin-twice": Row(
+        lambda p: upgrade_request(p, ORIGIN_OK, "Origin: https://evil.example", AUTH_OK), 403, {}, "auth"
+    ),
+    "auth-missing": Row(lambda p: upgrade_request(p, ORIGIN_OK), 401, AUTH_FAILS, "auth"),
+    "auth-wrong-password": Row(
+        lambda p: upgrade_request(p, ORIGIN_OK, "Authorization: Basic " + base64.b64encode(b"alice:guess").decode()),
+        401,
+        AUTH_FAILS,
+        "auth",
+    ),
+    "auth-wrong-scheme": Row(
+        lambda p: upgrade_request(p, ORIGIN_OK, "Authorization: Bearer abc"), 401, AUTH_FAILS, "auth"
+    ),
+    # Found by fuzzing/fuzz_http.py: a non-ASCII Basic token (0xE9 on the wire).
+    "auth-non-ascii-token": Row(
+        lambda p: upgrade_request(p, ORIGIN_OK, "Authorization: Basic \xe9t\xe9"), 401, AUTH_FAILS, "auth"
+    ),
+}
+
+# Where a door answers otherwise, and who answers, by (row, door). Anything not listed is
+# ws4web's own answer, the row's.
+DOOR_ANSWERS: dict[tuple[str, str], Answer] = {
+    ("missing-host", "cherrypy"): Answer(400, "CherryPy", closes=False),
+    ("malformed-request-line", "cherrypy"): Answer(400, "cheroot"),
+    # http.server takes "GET /path" for HTTP/0.9: no status line in the answer.
+    ("malformed-request-line", "wsgiref"): Answer(None, "http.server (HTTP/0.9), then ws4web"),
+    ("malformed-request-line", "werkzeug"): Answer(None, "http.server (HTTP/0.9), then the wrapped app"),
+    ("bare-lf-line-ends", "cherrypy"): Answer(400, "cheroot"),
+    # RFC 9112 §2.2 lets a recipient take a bare LF for a line end: these do, and the
+    # request (no Upgrade) goes on as any other.
+    ("bare-lf-line-ends", "gevent"): Answer(426, "pywsgi reads it; ws4web: no Upgrade"),
+    ("bare-lf-line-ends", "wsgiref"): Answer(426, "http.server reads it; ws4web: no Upgrade"),
+    ("bare-lf-line-ends", "werkzeug"): Answer(200, "Werkzeug reads it; not an upgrade: the wrapped app"),
+    ("bare-lf-line-ends", "uvicorn"): Answer(404, "h11 reads it; not an upgrade: the app's HTTP answer", False),
+    ("missing-upgrade", "werkzeug"): Answer(200, "not an upgrade: the wrapped app"),
+    ("missing-upgrade", "uvicorn"): Answer(404, "not an upgrade: the app's HTTP answer", closes=False),
+    ("missing-connection", "uvicorn"): Answer(404, "not an upgrade: the app's HTTP answer", closes=False),
+    # http.client's header parser takes at most 100 lines.
+    ("too-many-headers", "gevent"): Answer(431, "pywsgi (over 100 lines)"),
+    ("too-many-headers", "wsgiref"): Answer(431, "http.server (over 100 lines)"),
+    ("too-many-headers", "werkzeug"): Answer(431, "http.server (over 100 lines)"),
+    ("too-many-headers", "uvicorn"): Answer(431, "uvicorn (websockets)"),
+    ("header-line-too-long", "uvicorn"): Answer(431, "uvicorn (websockets)"),
+    ("post", "uvicorn"): Answer(405, "uvicorn (websockets)"),
+    ("origin-twice", "uvicorn"): Answer(400, "uvicorn (websockets: two Origin headers)"),
+    **{
+        (row, "uvicorn"): Answer(400, "uvicorn (websockets)")
+        for row in (
+            "body-content-length", "body-chunked", "missing-key", "duplicate-key", "comma-joined-key",
+            "malformed-key", "key-not-16-bytes", "duplicate-version", "comma-joined-version", "wrong-version",
+            "missing-version", "missing-host",
+        )
+    },
+}
+
+#: Rows a door does not meet yet: xfail (strict) with the reason, until the door is fixed.
+GAPS: dict[tuple[str, str], str] = {
+    ("uvicorn", "http-1.0"): "the ASGI door on main runs no RFC 6455 check by default (check_handshake=False) "
+    "and uvicorn upgrades an HTTP/1.0 request",
+}
+
+
+def answer_for(door: Door, row_id: str) -> Answer:
+    override = DOOR_ANSWERS.get((row_id, door.name))
+    return override if override is not None else Answer(HANDSHAKE_ROWS[row_id].status, "ws4web")
+
+
+def mark_gap(request: pytest.FixtureRequest, door: Door, row_id: str) -> None:
+    reason = GAPS.get((door.name, row_id))
+    if reason is not None:
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+
+
+@pytest.mark.parametrize("row_id", list(HANDSHAKE_ROWS))
+def test_bad_handshake_is_refused(
+    door: Door, raw: RawConnections, request: pytest.FixtureRequest, row_id: str
+) -> None:
+    mark_gap(request, door, row_id)
+    row = HANDSHAKE_ROWS[row_id]
+    expected = answer_for(door, row_id)
+    good = Good(door, raw, row.endpoint, *((ORIGIN_OK, AUTH_OK) if row.endpoint == "auth" else ()))
+    before = door.websockets()
+    sock = raw.open(door.port(row.endpoint), row.build(door.path(row.endpoint)))
+    outcome = status_or_eof(sock, TIMEOUT, wait_close=expected.closes)
+    assert outcome.status != 101, "a hostile request was upgraded"
+    assert outcome.status == expected.status, f"answered {outcome.data[:80]!r}, expected {expected}"
+    if expected.by == "ws4web":
+        answer = outcome.answer
+        for name, value in row.headers.items():
+            assert any(v.startswith(value) for v in answer.header(name)), f"{name}: {answer.header(name)}"
+        if answer.header("content-length"):
+            assert len(answer.body) == int(answer.header("content-length")[0])
+    if expected.closes:
+        assert outcome.closed, f"the door kept the connection open after {outcome.data[:80]!r}"
+    assert not door.websockets() - before, "a refused request became a WebSocket"
+    good.echo()
+    good.close()
+
+
+def test_accept_socket_with_authenticate_answers_401_before_any_101(raw: RawConnections) -> None:
+    """ws4py's accept_socket(sock, authenticate=...) used to raise TypeError after sending the 101."""
+    listener = _AcceptingListener(WebSocket, {"authenticate": basic_auth({"alice": "open sesame"})})
+    try:
+        sock = raw.open(listener.port, upgrade_request("/"))
+        outcome = status_or_eof(sock, TIMEOUT)
+        assert (outcome.status, outcome.closed) == (401, True), outcome.data[:80]
+        assert outcome.answer.header("www-authenticate") == ['Basic realm="ws4web", charset="UTF-8"']
+        wrong = "Authorization: Basic " + base64.b64encode(b"alice:guess").decode()
+        assert status_or_eof(raw.open(listener.port, upgrade_request("/", wrong)), TIMEOUT)[:2] == (401, True)
+        assert status_or_eof(raw.open(listener.port, upgrade_request("/", AUTH_OK)), TIMEOUT).status == 101
+    finally:
+        listener.stop()
+
+
+# -- request heads that never end ---------------------------------------------------------------
+
+
+def assert_cut(door: Door, outcome: Outcome) -> None:
+    assert outcome.closed, f"the {door.name} door still held the connection {HEAD_TIMEOUT + 3} s after it began"
+    # 408 Request Timeout, or just a closed socket (a reset may destroy the answer).
+    assert outcome.data == b"" or outcome.status == 408, outcome.data[:80]
+
+
+SLOW_GAPS = {"uvicorn": "uvicorn sets no deadline on a request head (its keep-alive timeout starts after a response)"}
+
+
+def test_request_head_dripped_a_byte_at_a_time_is_cut(
+    door: Door, raw: RawConnections, good: Good, request: pytest.FixtureRequest
+) -> None:
+    if door.name in SLOW_GAPS:
+        request.applymarker(pytest.mark.xfail(reason=SLOW_GAPS[door.name], strict=True))
+    head = upgrade_request(door.path())
+    sock = raw.open(door.port())
+    started = time.monotonic()
+    # One byte every 0.1 s: the whole head would take about 15 s.
+    cut, sent = trickle_until_cut(sock, head, 0.1, limit=HEAD_TIMEOUT + 3)
+    assert cut, f"the door still read the head after {sent} bytes"
+    assert sent < len(head)
+    assert_cut(door, status_or_eof(sock, max(0.1, started + HEAD_TIMEOUT + 3 - time.monotonic())))
+
+
+def test_half_sent_request_left_idle_is_cut(
+    door: Door, raw: RawConnections, good: Good, request: pytest.FixtureRequest
+) -> None:
+    if door.name in SLOW_GAPS:
+        request.applymarker(pytest.mark.xfail(reason=SLOW_GAPS[door.name], strict=True))
+    sock = raw.open(door.port(), upgrade_request(door.path())[:40])
+    assert_cut(door, status_or_eof(sock, HEAD_TIMEOUT + 3))
+
+
+def test_tcp_probe_that_sends_nothing_is_closed_quietly(
+    door: Door, raw: RawConnections, good: Good, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A health check or port scan: connects, sends nothing, half-closes. The door ends the
+    connection, and ws4web logs it at DEBUG at most."""
+    caplog.set_level(logging.DEBUG, logger="ws4web")
+    before = door.websockets()
+    sock = raw.open(door.port())
+    probe = f":{sock.getsockname()[1]}"
+    sock.shutdown(socket.SHUT_WR)
+    outcome = status_or_eof(sock, TIMEOUT)
+    assert outcome.closed, f"the door kept a probe's connection open ({outcome.data[:80]!r})"
+    assert outcome.status in PROBE_ANSWERS.get(door.name, {None}), outcome.data[:80]
+    good.echo()  # by now the door has dealt with the probe
+    about_the_probe = [
+        r for r in caplog.records
+        if r.name.startswith("ws4web")
+        and (probe in r.getMessage() or probe in str(getattr(r, "ws4web_peer", "")) or "refused" in r.getMessage())
+    ]  # fmt: skip
+    assert about_the_probe or door.name not in PROBE_ANSWERS, "the door's refusal of the probe was not logged"
+    loud = [r for r in about_the_probe if r.levelno > logging.DEBUG]
+    assert not loud, [r.getMessage() for r in loud]
+    assert not door.websockets() - before
+
+
+# The doors that parse the head themselves answer the empty request (the probe has gone
+# by then, unless it only half-closed, as here); the frameworks close without a word.
+PROBE_ANSWERS = {"stdlib": {400}, "accept_socket": {400}}
+
+
+# -- options: checked before any 101 -------------------------------------------------------------
+
+
+def test_unknown_option_fails_before_any_101(door: Door, raw: RawConnections, request: pytest.FixtureRequest) -> None:
+    """ws4py's ``version`` option is unknown to ws4web: TypeError when the door is built, or,
+    where options arrive per request (CherryPy config), 500 to that request; never a 101."""
+    if door.options_per_request:
+        sock = raw.open(door.port(), upgrade_request("/bogus"))
+        outcome = status_or_eof(sock, TIMEOUT)
+        assert outcome.status == 500, outcome.data[:80]
+        assert b"version" not in outcome.data, "the option's name is for the log, not the client"
+        return
+    if door.name == "uvicorn":
+        request.applymarker(
+            pytest.mark.xfail(reason="the ASGI door on main passes unknown options to each handler", strict=True)
+        )
+    with pytest.raises(TypeError, match="version"):
+        door.build(Ws4pySignature, version=13)
+
+
+def test_client_refuses_an_unknown_option_before_connecting() -> None:
+    """ws4py's client took ``ssl_options=``; ws4web's refuses it before any TCP connection."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(0.5)
+        with pytest.raises(TypeError, match="ssl_options"):
+            connect(f"ws://127.0.0.1:{listener.getsockname()[1]}/", ssl_options={"cert_reqs": 0}, timeout=TIMEOUT)
+        with pytest.raises(TimeoutError):
+            listener.accept()[0].close()
+
+
+def test_handler_with_ws4py_signature_echoes(door: Door, raw: RawConnections) -> None:
+    peer, _ = handshake(door, raw, "ws4py")
+    peer.send_frame(TEXT, b"hello")
+    frame = peer.read_data_frame(TIMEOUT)
+    assert (frame.opcode, frame.payload) == (TEXT, b"ws4py:hello")
+    peer.send_frame(CLOSE, close_payload(1000))
+    assert peer.read_data_frame(TIMEOUT).opcode == CLOSE
+    peer.sock.close()
 
 
 # -- frames: the close code for each broken rule --------------------------------------------------
@@ -224,62 +909,73 @@ def raw_header(first: int, length_field: bytes) -> bytes:
     return bytes([first]) + length_field + os.urandom(4)
 
 
-FRAME_CASES: list[Any] = [
-    pytest.param(lambda: encode_frame(TEXT, b"hi", masked=False), 1002, id="unmasked-client-frame"),
-    pytest.param(lambda: encode_frame(TEXT, b"hi", rsv=0x40), 1002, id="rsv1-without-extension"),
-    pytest.param(lambda: encode_frame(TEXT, b"hi", rsv=0x20), 1002, id="rsv2-without-extension"),
-    pytest.param(lambda: encode_frame(BINARY, b"hi", rsv=0x10), 1002, id="rsv3-without-extension"),
-    *(pytest.param(lambda op=op: encode_frame(op, b"x"), 1002, id=f"reserved-opcode-{op:#x}") for op in
-      (0x3, 0x4, 0x5, 0x6, 0x7, 0xB, 0xC, 0xD, 0xE, 0xF)),
-    pytest.param(lambda: encode_frame(PING, b"x", fin=False), 1002, id="fragmented-ping"),
-    pytest.param(lambda: encode_frame(CLOSE, close_payload(1000), fin=False), 1002, id="fragmented-close"),
-    pytest.param(lambda: encode_frame(PING, b"x" * 126), 1002, id="ping-over-125-bytes"),
-    pytest.param(lambda: encode_frame(CLOSE, close_payload(1000, "x" * 124)), 1002, id="close-over-125-bytes"),
-    pytest.param(lambda: encode_frame(CONT, b"x"), 1002, id="continuation-without-start"),
-    pytest.param(
-        lambda: encode_frame(TEXT, b"a", fin=False) + encode_frame(TEXT, b"b"), 1002, id="new-message-inside-fragmented"
-    ),
-    pytest.param(
+FRAME_CASES: dict[str, tuple[Callable[[], bytes], int]] = {
+    "unmasked-client-frame": (lambda: encode_frame(TEXT, b"hi", masked=False), 1002),
+    "rsv1-without-extension": (lambda: encode_frame(TEXT, b"hi", rsv=0x40), 1002),
+    "rsv2-without-extension": (lambda: encode_frame(TEXT, b"hi", rsv=0x20), 1002),
+    "rsv3-without-extension": (lambda: encode_frame(BINARY, b"hi", rsv=0x10), 1002),
+    **{
+        f"reserved-opcode-{op:#x}": ((lambda op=op: encode_frame(op, b"x")), 1002)
+        for op in (0x3, 0x4, 0x5, 0x6, 0x7, 0xB, 0xC, 0xD, 0xE, 0xF)
+    },
+    "fragmented-ping": (lambda: encode_frame(PING, b"x", fin=False), 1002),
+    "fragmented-close": (lambda: encode_frame(CLOSE, close_payload(1000), fin=False), 1002),
+    "ping-over-125-bytes": (lambda: encode_frame(PING, b"x" * 126), 1002),
+    "close-over-125-bytes": (lambda: encode_frame(CLOSE, close_payload(1000, "x" * 124)), 1002),
+    "continuation-without-start": (lambda: encode_frame(CONT, b"x"), 1002),
+    "new-message-inside-fragmented": (lambda: encode_frame(TEXT, b"a", fin=False) + encode_frame(TEXT, b"b"), 1002),
+    "new-message-after-interleaved-ping": (
         lambda: encode_frame(BINARY, b"a", fin=False) + encode_frame(PING, b"ok") + encode_frame(BINARY, b"b"),
         1002,
-        id="new-message-after-interleaved-ping",
     ),
-    pytest.param(
+    "64-bit-length-top-bit": (
         lambda: raw_header(0x82, bytes([0x80 | 127]) + struct.pack("!Q", (1 << 63) | 5)) + b"x" * 5,
         1002,
-        id="64-bit-length-top-bit",
     ),
     # Only a header: the server must refuse on the declared length, before any payload (RFC 6455 §10.4).
-    pytest.param(
-        lambda: raw_header(0x82, bytes([0x80 | 127]) + struct.pack("!Q", 1 << 40)), 1009, id="declared-1-TiB"
-    ),
-    pytest.param(
-        lambda: raw_header(0x82, bytes([0x80 | 127]) + struct.pack("!Q", MiB + 1)), 1009, id="declared-limit-plus-1"
-    ),
-    pytest.param(
+    "declared-1-TiB": (lambda: raw_header(0x82, bytes([0x80 | 127]) + struct.pack("!Q", 1 << 40)), 1009),
+    "declared-limit-plus-1": (lambda: raw_header(0x82, bytes([0x80 | 127]) + struct.pack("!Q", MiB + 1)), 1009),
+    "fragments-add-up-past-limit": (
         lambda: encode_frame(TEXT, b"a" * 1000, fin=False)
         + raw_header(0x80, bytes([0x80 | 127]) + struct.pack("!Q", MiB)),
         1009,
-        id="fragments-add-up-past-limit",
     ),
-    pytest.param(
+    "invalid-utf8-across-fragments": (
         lambda: encode_frame(TEXT, "κ".encode()[:1], fin=False) + encode_frame(CONT, b"(\xff"),
         1007,
-        id="invalid-utf8-across-fragments",
     ),
-    pytest.param(
+    "utf8-truncated-at-message-end": (
         lambda: encode_frame(TEXT, b"ok \xe2\x82", fin=False) + encode_frame(CONT, b""),
         1007,
-        id="utf8-truncated-at-message-end",
     ),
     # Fail fast (RFC 6455 §8.1): the first fragment alone is already invalid; the message never ends.
-    pytest.param(lambda: encode_frame(TEXT, b"\xc0\xaf", fin=False), 1007, id="invalid-utf8-first-fragment"),
-    pytest.param(lambda: encode_frame(TEXT, b"\xed\xa0\x80"), 1007, id="utf8-surrogate"),
-    *(pytest.param(lambda code=code: encode_frame(CLOSE, struct.pack("!H", code)), 1002, id=f"close-code-{code}") for
-      code in (0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000)),
-    pytest.param(lambda: encode_frame(CLOSE, b"\x03"), 1002, id="close-payload-1-byte"),
-    pytest.param(lambda: encode_frame(CLOSE, close_payload(1000) + b"\xff"), 1007, id="close-reason-invalid-utf8"),
-]
+    "invalid-utf8-first-fragment": (lambda: encode_frame(TEXT, b"\xc0\xaf", fin=False), 1007),
+    "utf8-surrogate": (lambda: encode_frame(TEXT, b"\xed\xa0\x80"), 1007),
+    **{
+        f"close-code-{code}": ((lambda code=code: encode_frame(CLOSE, struct.pack("!H", code))), 1002)
+        for code in (0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000)
+    },
+    "close-payload-1-byte": (lambda: encode_frame(CLOSE, b"\x03"), 1002),
+    "close-reason-invalid-utf8": (lambda: encode_frame(CLOSE, close_payload(1000) + b"\xff"), 1007),
+}
+
+
+class FrameAnswer(NamedTuple):
+    """What a door answers a frame case where it differs from the case's answer."""
+
+    code: int
+    by: str  # who answers
+    then: bytes = b""  # what the peer must send before that answer comes
+
+
+# Under ASGI the server parses the frames (uvicorn: the websockets library); the adapter
+# sees messages only. Everything not listed is the case's answer, ws4web's.
+FRAME_DOOR_ANSWERS: dict[tuple[str, str], FrameAnswer] = {
+    ("64-bit-length-top-bit", "uvicorn"): FrameAnswer(1009, "uvicorn (websockets: a length past ws_max_size)"),
+    ("invalid-utf8-first-fragment", "uvicorn"): FrameAnswer(
+        1007, "uvicorn (websockets: UTF-8 checked once the message ends)", then=encode_frame(CONT, b"")
+    ),
+}
 
 
 def read_close(peer: RawPeer) -> tuple[RawFrame, list[RawFrame]]:
@@ -294,29 +990,45 @@ def read_close(peer: RawPeer) -> tuple[RawFrame, list[RawFrame]]:
         before.append(frame)
 
 
-@pytest.mark.parametrize(("hostile", "code"), FRAME_CASES)
-def test_bad_frame_fails_the_connection(
-    bench_factory: Callable[..., Bench], hostile: Callable[[], bytes], code: int
-) -> None:
-    bench = bench_factory()
-    bad = bench.handshake()
-    handler = bench.handler_of(bad.sock)
-    bad.send(hostile())
+def released(door: Door, handler: Tracked) -> None:
+    """The door ran closed() and dropped the connection from its open WebSockets."""
+    assert handler.ended.wait(TIMEOUT), "the handler's closed() never ran"
+    assert wait_until(lambda: handler not in door.websockets(), TIMEOUT), "the door kept it among its WebSockets"
+
+
+@pytest.mark.parametrize("case", list(FRAME_CASES))
+def test_bad_frame_fails_the_connection(door: Door, raw: RawConnections, good: Good, case: str) -> None:
+    hostile, code = FRAME_CASES[case]
+    then = b""
+    override = FRAME_DOOR_ANSWERS.get((case, door.name))
+    if override is not None:
+        code, then = override.code, override.then
+    bad, path = handshake(door, raw)
+    handler = door.handler(path)
+    bad.send(hostile() + then)
     close, before = read_close(bad)
     assert close.close_code == code, f"closed with {close.close_code} ({close.payload[2:]!r})"
     assert all(f.opcode == PONG for f in before), f"unexpected frames before the close: {before}"
     assert bad.at_eof(TIMEOUT), "the server did not end TCP after failing the connection"
     bad.sock.close()
-    bench.released(handler)
+    released(door, handler)
     assert handler.code == code
     assert handler.messages == []
-    bench.good_echoes()
 
 
-def test_data_after_close_is_ignored(bench_factory: Callable[..., Bench]) -> None:
-    bench = bench_factory()
-    bad = bench.handshake()
-    handler = bench.handler_of(bad.sock)
+def test_data_after_close_is_ignored(
+    door: Door, raw: RawConnections, good: Good, request: pytest.FixtureRequest
+) -> None:
+    if door.name == "uvicorn":
+        request.applymarker(
+            pytest.mark.xfail(
+                reason="the ASGI door on main reports 1006 to closed() when the client's close "
+                "comes right behind a message the handler is still echoing",
+                strict=True,
+            )
+        )
+    bad, path = handshake(door, raw)
+    handler = door.handler(path)
     bad.send(
         encode_frame(TEXT, b"before")
         + encode_frame(CLOSE, close_payload(1000, "bye"))
@@ -327,174 +1039,39 @@ def test_data_after_close_is_ignored(bench_factory: Callable[..., Bench]) -> Non
     # The protocol answers the close frame as soon as it parses it (RFC 6455 §5.5.1), so
     # the handler's echo of "before" may or may not make it out first; nothing else may.
     assert [(f.opcode, f.payload) for f in before] in ([], [(TEXT, b"before")])
-    assert close.payload == close_payload(1000), "the close frame is answered with its code (RFC 6455 §5.5.1)"
+    # The close frame is answered with its code (RFC 6455 §5.5.1); uvicorn echoes the reason too.
+    assert close.payload == close_payload(1000, "bye" if door.name == "uvicorn" else "")
     assert bad.at_eof(TIMEOUT)
     bad.sock.close()
-    bench.released(handler)
+    released(door, handler)
     assert handler.code == 1000
     assert handler.messages == [b"before"]
-    bench.good_echoes()
 
 
-def test_reset_mid_frame_gives_1006(bench_factory: Callable[..., Bench]) -> None:
-    bench = bench_factory()
-    bad = bench.handshake()
-    handler = bench.handler_of(bad.sock)
+def test_reset_mid_frame_gives_1006(door: Door, raw: RawConnections, good: Good) -> None:
+    bad, path = handshake(door, raw)
+    handler = door.handler(path)
     frame = encode_frame(BINARY, os.urandom(1000))
     bad.send(frame[:300])
-    bench.good_echoes()  # the server has had time to read the partial frame
+    good.echo()  # the door has had time to read the partial frame
     # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
     bad.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     bad.sock.close()
-    bench.released(handler)
-    assert handler.code == 1006
+    released(door, handler)
+    # Under ASGI the handler gets the code the server reports: uvicorn says 1005.
+    assert handler.code == (1005 if door.name == "uvicorn" else 1006)
     assert handler.messages == []
-    bench.good_echoes()
 
 
-# -- the opening handshake: the HTTP status for each bad request --------------------------------------
-
-KEY = base64.b64encode(b"0123456789abcdef").decode()
-AUTH_OK = "Authorization: Basic " + base64.b64encode(b"alice:open sesame").decode()
-ORIGIN_OK = "Origin: https://good.example"
-POLICY = {"origins": ["https://good.example"], "authenticate": basic_auth({"alice": "open sesame"})}
+# -- TLS (the standard-library server) -------------------------------------------------------------------------
 
 
-def too_many_headers() -> bytes:
-    # Exactly max_headers + 1 header lines and nothing after: the server has read
-    # every byte when it refuses, so closing sends FIN, not RST (which could destroy
-    # the 431 before the client reads it).
-    head = request_bytes(end=False)
-    filler = 129 - (head.count(b"\r\n") - 1)
-    return head + b"".join(b"X-Filler-%d: x\r\n" % i for i in range(filler))
-
-
-def header_line_too_long() -> bytes:
-    # One header line of max_line + 3 bytes without its CRLF: the limit (8192 and
-    # the CRLF) is crossed by the very last byte sent.
-    prefix = b"X-Long: "
-    return request_bytes(end=False) + prefix + b"a" * (8192 + 3 - len(prefix))
-
-
-HANDSHAKE_CASES: list[Any] = [
-    pytest.param(lambda: request_bytes(skip=("Sec-WebSocket-Key",)), 400, {}, {}, id="missing-key"),
-    pytest.param(lambda: request_bytes(f"Sec-WebSocket-Key: {KEY}", key=KEY), 400, {}, {}, id="duplicate-key"),
-    pytest.param(lambda: request_bytes(key="not base64 at all!"), 400, {}, {}, id="malformed-key"),
-    pytest.param(lambda: request_bytes(key=base64.b64encode(b"short").decode()), 400, {}, {}, id="key-not-16-bytes"),
-    pytest.param(
-        lambda: request_bytes("Sec-WebSocket-Version: 8", skip=("Sec-WebSocket-Version",)),
-        426,
-        {"sec-websocket-version": "13"},
-        {},
-        id="wrong-version",
-    ),
-    pytest.param(
-        lambda: request_bytes(skip=("Sec-WebSocket-Version",)),
-        426,
-        {"sec-websocket-version": "13"},
-        {},
-        id="missing-version",
-    ),
-    pytest.param(lambda: request_bytes(method="POST"), 405, {"allow": "GET"}, {}, id="post"),
-    pytest.param(lambda: request_bytes(version="HTTP/1.0"), 400, {}, {}, id="http-1.0"),
-    pytest.param(lambda: request_bytes(skip=("Upgrade",)), 426, {}, {}, id="missing-upgrade"),
-    pytest.param(lambda: request_bytes(skip=("Connection",)), 426, {}, {}, id="missing-connection"),
-    pytest.param(lambda: request_bytes(skip=("Host",)), 400, {}, {}, id="missing-host"),
-    pytest.param(lambda: b"GET /\r\n\r\n", 400, {}, {}, id="malformed-request-line"),
-    pytest.param(lambda: b"GET / HTTP/1.1\nHost: x\n\n", 400, {}, {}, id="bare-lf-line-ends"),
-    pytest.param(too_many_headers, 431, {}, {}, id="too-many-headers"),
-    pytest.param(header_line_too_long, 431, {}, {}, id="header-line-too-long"),
-    pytest.param(
-        lambda: request_bytes("Origin: https://evil.example", AUTH_OK), 403, {}, POLICY, id="origin-refused"
-    ),
-    pytest.param(lambda: request_bytes(AUTH_OK), 403, {}, POLICY, id="origin-missing"),
-    pytest.param(
-        lambda: request_bytes(ORIGIN_OK, "Origin: https://evil.example", AUTH_OK), 403, {}, POLICY, id="origin-twice"
-    ),
-    pytest.param(
-        lambda: request_bytes(ORIGIN_OK), 401, {"www-authenticate": 'Basic realm="ws4web"'}, POLICY, id="auth-missing"
-    ),
-    pytest.param(
-        lambda: request_bytes(ORIGIN_OK, "Authorization: Basic " + base64.b64encode(b"alice:guess").decode()),
-        401,
-        {"www-authenticate": 'Basic realm="ws4web"'},
-        POLICY,
-        id="auth-wrong-password",
-    ),
-    pytest.param(
-        lambda: request_bytes(ORIGIN_OK, "Authorization: Bearer abc"),
-        401,
-        {"www-authenticate": 'Basic realm="ws4web"'},
-        POLICY,
-        id="auth-wrong-scheme",
-    ),
-    # Found by fuzzing/fuzz_http.py: a non-ASCII Basic token (0xE9 on the wire).
-    pytest.param(
-        lambda: request_bytes(ORIGIN_OK, "Authorization: Basic \xe9t\xe9"),
-        401,
-        {"www-authenticate": 'Basic realm="ws4web"'},
-        POLICY,
-        id="auth-non-ascii-token",
-    ),
-]
-
-
-@pytest.mark.parametrize(("build", "status", "headers", "options"), HANDSHAKE_CASES)
-def test_bad_handshake_is_refused(
-    bench_factory: Callable[..., Bench],
-    build: Callable[[], bytes],
-    status: int,
-    headers: dict[str, str],
-    options: dict[str, Any],
-) -> None:
-    good = (ORIGIN_OK, AUTH_OK) if options else ()
-    bench = bench_factory(good_headers=good, **options)
-    answer = bench.http(build())
-    assert answer.status == status, answer.status_line
-    for name, value in headers.items():
-        assert any(v.startswith(value) for v in answer.header(name)), f"{name}: {answer.header(name)}"
-    if answer.header("content-length"):
-        assert len(answer.body) == int(answer.header("content-length")[0])
-    assert wait_until(lambda: len(bench.server.websockets) == 1, TIMEOUT), "a refused request became a WebSocket"
-    bench.good_echoes()
-
-
-def test_slow_request_is_cut_at_the_handshake_timeout(bench_factory: Callable[..., Bench]) -> None:
-    bench = bench_factory(handshake_timeout=1.0)
-    request = request_bytes()
-    sock = bench.connect()
-    # One byte every 0.1 s: the whole request would take about 15 s.
-    cut, sent = trickle_until_cut(sock, request, 0.1)
-    assert cut, "the server waited for the whole slow request"
-    assert sent < len(request)
-    data, closed = read_until_closed(sock)
-    assert closed
-    # 408 Request Timeout, or just a closed socket (a reset may destroy the answer).
-    assert data == b"" or HTTPAnswer(data).status == 408, data[:80]
-    bench.good_echoes()
-
-
-def trickle_until_cut(sock: socket.socket, data: bytes, delay: float) -> tuple[bool, int]:
-    """Send ``data`` a byte at a time until the server answers or drops us: (cut, bytes sent)."""
-    sent = 0
-    started = time.monotonic()
-    while sent < len(data) and time.monotonic() - started < TIMEOUT:
-        readable, _, _ = select.select([sock], [], [], delay)
-        if readable:
-            return True, sent
-        try:
-            sock.sendall(data[sent : sent + 1])
-        except OSError:  # reset: the server already gave up
-            return True, sent
-        sent += 1
-    return False, sent
-
-
+@pytest.mark.usefixtures("no_leaks")
 def test_slow_tls_handshake_is_cut_at_the_handshake_timeout(
     make_server: ServerFactory, server_ssl_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
 ) -> None:
     """The deadline covers the TLS handshake too, not each read (a byte every 0.3 s must not keep it alive)."""
-    server = make_server(Tracked, ssl_context=server_ssl_context, handshake_timeout=1.0)
+    server = make_server(WebSocket, ssl_context=server_ssl_context, handshake_timeout=1.0)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = client_ssl_context.wrap_bio(incoming, outgoing, server_hostname="localhost")
     with pytest.raises(ssl.SSLWantReadError):
@@ -614,7 +1191,7 @@ class ProcessClients:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.settimeout(TIMEOUT)
         sock.connect(("127.0.0.1", self.server.port))
-        sock.sendall(request_bytes())
+        sock.sendall(upgrade_request("/"))
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = sock.recv(1)  # byte by byte: nothing past the handshake is taken
@@ -644,13 +1221,14 @@ def echo(peer: RawPeer, payload: bytes) -> None:
     assert (frame.opcode, frame.payload) == (TEXT, payload)
 
 
+@pytest.mark.usefixtures("no_leaks")
 def test_ping_flood_is_answered_in_bounded_memory(server_process: ServerProcess, clients: ProcessClients) -> None:
     good = clients.handshake()
     echo(good, b"before")
     baseline = server_process.rss_mb()
     bad = clients.handshake()
     bad.send(b"".join(encode_frame(PING, i.to_bytes(4, "big")) for i in range(10_000)))
-    # Every ping gets its pong, in order (RFC 6455 §5.5.2; Autobahn 2.10 checks it).
+    # Every ping gets its pong, in order (RFC 6455 §5.5.2; Autobahn 2.10/2.11 check it).
     answered = -1
     deadline = time.monotonic() + 30
     while answered < 9_999:
@@ -660,7 +1238,7 @@ def test_ping_flood_is_answered_in_bounded_memory(server_process: ServerProcess,
             break
         assert frame.opcode == PONG
         number = int.from_bytes(frame.payload, "big")
-        assert number == answered + 1, "pongs out of order, or one missing"
+        assert number == answered + 1, f"pong for ping {number} after the pong for {answered}"
         answered = number
     growth = server_process.rss_mb() - baseline
     assert growth < 32, f"the server grew by {growth:.0f} MB answering 10,000 pings"
@@ -669,6 +1247,7 @@ def test_ping_flood_is_answered_in_bounded_memory(server_process: ServerProcess,
     server_process.expect("closed")
 
 
+@pytest.mark.usefixtures("no_leaks")
 def test_ping_flood_from_a_peer_that_never_reads_is_bounded(
     server_process: ServerProcess, clients: ProcessClients
 ) -> None:
@@ -701,6 +1280,7 @@ def test_ping_flood_from_a_peer_that_never_reads_is_bounded(
     echo(good, b"after the reset")
 
 
+@pytest.mark.usefixtures("no_leaks")
 def test_peer_that_stops_reading_cannot_grow_the_server(
     server_process: ServerProcess, clients: ProcessClients
 ) -> None:

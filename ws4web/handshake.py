@@ -75,8 +75,12 @@ def generate_key() -> str:
 
 
 def _single(headers: Headers, name: str) -> str | None:
+    """The one value of a header that must not repeat. A comma counts as a repeat:
+    WSGI and ASGI servers join repeated fields into one comma-separated value
+    (RFC 9110 §5.3), and none of these values (a base64 key or accept value, a
+    version number) can hold a comma itself."""
     values = headers.get_all(name)
-    if len(values) > 1:
+    if len(values) > 1 or (values and "," in values[0]):
         raise InvalidHeader(f"more than one {name} header")
     return values[0] if values else None
 

@@ -428,6 +428,16 @@ def test_a_second_version_header_is_refused(server: tuple[int, Any]) -> None:
     assert info.value.status == 400
 
 
+def test_bad_version_is_answered_426(server: tuple[int, Any]) -> None:
+    # Raw bytes: the client's headers= would add a second Sec-WebSocket-Version (a 400).
+    port, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(upgrade_bytes("/echo", port, version="8"))
+        response, _ = read_response(sock)
+    assert response.status == 426
+    assert response.headers.get("Sec-WebSocket-Version") == "13"
+
+
 @pytest.mark.parametrize(
     ("headers", "status"),
     [

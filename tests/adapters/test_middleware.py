@@ -28,7 +28,7 @@ import pytest
 import werkzeug.serving
 
 from ws4web import CLIENT, WebSocket, connect
-from ws4web.adapters.middleware import WebSocketMiddleware
+from ws4web.adapters.middleware import WebSocketMiddleware, werkzeug_request_handler
 from ws4web.exceptions import InvalidStatus
 from ws4web.frames import Opcode
 from ws4web.handshake import check_response, generate_key
@@ -216,8 +216,8 @@ def serving_in_thread(serve: Callable[[], Any], stop: Callable[[], Any]) -> Iter
 
 
 @contextlib.contextmanager
-def werkzeug_server(app: Any) -> Iterator[int]:
-    server = werkzeug.serving.make_server("127.0.0.1", 0, app, threaded=True)
+def werkzeug_server(app: Any, **options: Any) -> Iterator[int]:
+    server = werkzeug.serving.make_server("127.0.0.1", 0, app, threaded=True, **options)
 
     def stop() -> None:
         server.shutdown()
@@ -247,6 +247,21 @@ def test_plain_requests_are_byte_identical_under_werkzeug() -> None:
     wrapped = responses(WebSocketMiddleware(site.wsgi_app, {"/ws": Echo}))
     assert wrapped == bare
     assert b"chunk 4" in bare[1] and b"404" in bare[2].split(b"\r\n")[0] and b"dlrow olleh" in bare[3]
+
+
+def test_werkzeug_request_handler_bounds_each_request_head(caplog: pytest.LogCaptureFixture) -> None:
+    """Werkzeug's own handler waits for a head for ever; this one answers 408 past the
+    deadline, and serves as before meanwhile."""
+    handler = werkzeug_request_handler(handshake_timeout=1.0)
+    with werkzeug_server(make_app(), request_handler=handler) as port:
+        check_echo(port)
+        assert raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").endswith(b"\r\n\r\nflask home")
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHo")  # a head never finished
+            response, _ = read_response(sock)
+            assert response.status == 408
+            assert sock.recv(100) == b""  # and the connection ends
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "a slow client is no server error"
 
 
 def test_passthrough_keeps_environ_start_response_and_iterable() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import http.client
+import logging
 import os
 import queue
 import socket
@@ -88,8 +89,27 @@ def test_echo(harness: WsgirefHarness) -> None:
 
 def test_refusals(harness: WsgirefHarness) -> None:
     refusals = check_refusals(harness)
-    # wsgiref forbids hop-by-hop headers from applications: none may leak through.
-    assert not any(name.lower() == "upgrade" for name, _ in refusals["plain"].headers)
+    # ws4web's request handler carries hop-by-hop headers, which wsgiref's own refuses:
+    # the 426 names the protocol to upgrade to (RFC 9110 §15.5.22).
+    assert ("Upgrade", "websocket") in refusals["plain"].headers
+
+
+def test_log_records_name_the_client_port(harness: WsgirefHarness, caplog: pytest.LogCaptureFixture) -> None:
+    """wsgiref sets no REMOTE_PORT: the request handler adds it, so records say 127.0.0.1:<port>, not :None."""
+    caplog.set_level(logging.DEBUG, logger="ws4web")
+    with socket.create_connection(("127.0.0.1", harness.port), timeout=TIMEOUT) as sock:
+        port = sock.getsockname()[1]
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{harness.port}\r\n\r\n".encode())
+        assert sock.recv(100).startswith(b"HTTP/1.0 426 ")
+    with connect(f"ws://127.0.0.1:{harness.port}/", timeout=TIMEOUT) as ws:
+        client_port = ws.local_address[1]
+        ws.send("x")
+        assert ws.recv(TIMEOUT).data == b"x"
+    assert wait_until(lambda: any("] opened " in r.getMessage() for r in caplog.records))
+    peers = {getattr(r, "ws4web_peer", None) for r in caplog.records if r.name.startswith("ws4web.adapters.wsgi")}
+    assert f"127.0.0.1:{port}" in peers  # the refusal
+    assert f"127.0.0.1:{client_port}" in peers  # the WebSocket's records
+    assert not any(str(peer).endswith(":None") for peer in peers), peers
 
 
 def test_first_frames_in_the_handshake_packet(harness: WsgirefHarness) -> None:

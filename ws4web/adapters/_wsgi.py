@@ -13,7 +13,9 @@ server's buffered reader already took past the headers, a raw writer for the
 
 from __future__ import annotations
 
+import io
 import logging
+import time
 import urllib.parse
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,15 +25,17 @@ from ..accept import AcceptPolicy, Registry, log_refusal, unexpected_error
 from ..concurrency import Primitives
 from ..drivers.blocking import BlockingDriver
 from ..drivers.selector import Loop, SelectorDriver
-from ..exceptions import InvalidHandshake
+from ..exceptions import InvalidHandshake, InvalidMessage
 from ..extensions.base import ServerExtensionFactory
 from ..frames import CloseCode
-from ..handshake import Accepted
+from ..handshake import Accepted, reject
 from ..http11 import Headers, Request, Response
 from ..logs import ConnectionLog, format_peer, new_id
 from ..websocket import WebSocket
 
 __all__ = [
+    "REQUEST_TIMEOUT",
+    "HeadReader",
     "PathDispatcher",
     "ServerHook",
     "Takeover",
@@ -215,6 +219,58 @@ def buffered_bytes(reader: Any, sock: Any) -> bytes:
             pass
 
 
+# -- request heads: one deadline for the whole head -----------------------------------
+
+
+#: What a server answers a request head that did not arrive within the handshake timeout.
+REQUEST_TIMEOUT = reject(InvalidMessage("request head not complete in time", status=408)).serialize()
+
+
+class HeadReader(io.RawIOBase):
+    """A socket as a raw stream whose reads share one deadline while a request head
+    arrives, for servers built on :mod:`http.server` (wsgiref, Werkzeug), which bound
+    each read, if at all, but not the head: a client dripping a byte a second would
+    hold the connection's thread for ever.
+
+    Set :attr:`deadline` (a ``time.monotonic()`` value) before the head, clear it
+    after; past it a read raises TimeoutError and ``expired`` is set. Each read
+    also waits at most ``timeout`` seconds (None: no per-read bound).
+    """
+
+    def __init__(self, sock: Any, timeout: float | None) -> None:
+        self.sock = sock
+        self.timeout = timeout
+        self.deadline: float | None = None
+        self.expired = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        deadline = self.deadline
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.expired = True
+                raise TimeoutError("request head timed out")
+            self.sock.settimeout(left if self.timeout is None else min(left, self.timeout))
+        try:
+            received: int = self.sock.recv_into(buffer)
+        except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                self.expired = True
+            raise
+        return received
+
+    @classmethod
+    def install(cls, handler: Any) -> HeadReader:
+        """Put a HeadReader under ``handler.rfile`` (a StreamRequestHandler after setup())."""
+        head = cls(handler.connection, handler.timeout)
+        handler.rfile.close()  # the plain makefile() reader it replaces
+        handler.rfile = io.BufferedReader(head)
+        return head
+
+
 # -- the application ------------------------------------------------------------------
 
 
@@ -387,4 +443,7 @@ class PathDispatcher:
 
 def _peer_log(environ: dict[str, Any]) -> ConnectionLog:
     """A log tagged with a fresh id and the client's address, for records before a WebSocket exists."""
-    return ConnectionLog(logger, new_id(), format_peer((environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))))
+    host, port = environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")
+    # REMOTE_PORT is not in PEP 3333 (most servers set it): without it, the host alone.
+    peer = format_peer((host, port)) if port not in (None, "") else format_peer(host)
+    return ConnectionLog(logger, new_id(), peer)

@@ -191,7 +191,15 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
                 raise unexpected_error(exc) from exc
         except InvalidHandshake as exc:
             log_refusal(log, ws_request.path, exc)
-            _set_response(AcceptPolicy.refusal(exc))
+            refusal = AcceptPolicy.refusal(exc)
+            closing = "close" in (t.lower() for t in refusal.headers.tokens("Connection"))
+            _set_response(refusal, closing)
+            if closing:
+                # As on every door, a refused upgrade ends the connection: whatever
+                # the client sends next may be frames, not another HTTP request.
+                req = _cheroot_request()
+                if req is not None:
+                    req.close_connection = True
             request.handler = None  # the refusal is the whole answer
             return
         _set_response(accepted.response)
@@ -249,8 +257,9 @@ def _environ(request: Any) -> dict[str, Any]:
     return environ
 
 
-def _set_response(answer: Response) -> None:
-    """Make ``answer`` CherryPy's response: status, headers and body."""
+def _set_response(answer: Response, closing: bool = False) -> None:
+    """Make ``answer`` CherryPy's response: status, headers and body; ``closing``
+    when the connection ends after it (the caller tells cheroot)."""
     response = cherrypy.serving.response
     response.status = f"{answer.status} {answer.reason}"
     headers = response.headers
@@ -258,9 +267,9 @@ def _set_response(answer: Response) -> None:
     values: dict[str, list[str]] = {}
     for name, value in answer.headers:
         if name.lower() == "connection":
-            # cheroot decides whether the connection persists and says so
-            # itself; keep only the other tokens (Upgrade on a 426 or 101).
-            tokens = [t for t in (s.strip() for s in value.split(",")) if t and t.lower() != "close"]
+            # cheroot decides whether the connection persists: "close" only goes
+            # out when it will close; keep the other tokens (Upgrade on a 426 or 101).
+            tokens = [t for t in (s.strip() for s in value.split(",")) if t and (closing or t.lower() != "close")]
             if tokens:
                 values.setdefault(name, []).append(", ".join(tokens))
         else:
@@ -374,7 +383,7 @@ def guard_server(
 ) -> None:
     """Make ``httpserver`` (cheroot's, e.g. ``cherrypy.server.httpserver``) bound each
     request head by ``timeout`` seconds (408, then the connection is closed) and
-    ``max_headers`` lines, and refuse repeated handshake keys (400). ``loop()``
+    ``max_headers`` lines (431), and refuse repeated handshake keys (400). ``loop()``
     gives the loop whose timers keep the deadlines. Guarding twice changes nothing."""
     from cheroot.server import HeaderReader
 
@@ -390,6 +399,15 @@ def guard_server(
 
     class GuardedRequest(base_request):  # type: ignore[misc]
         header_reader = GuardedHeaderReader()
+
+        def simple_response(self, status: Any, msg: Any = "") -> None:
+            # cheroot answers every ValueError of its header reader with a 400,
+            # from inside its except block: a refusal of the guard's has its own status.
+            refused = sys.exc_info()[1]
+            if isinstance(refused, _HeadRefused) and str(status).startswith("400"):
+                status = refused.status
+                self.close_connection = True
+            super().simple_response(status, msg)
 
         def parse_request(self) -> None:
             if guard.timeout is None:
@@ -413,6 +431,14 @@ def guard_server(
 _REPEATABLE_NOT = (b"sec-websocket-key", b"sec-websocket-version")
 
 
+class _HeadRefused(ValueError):
+    """A request head the guard refuses (a ValueError, the one cheroot's header reader may raise)."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class _CountingLines:
     """A reader proxy that counts header lines and refuses repeated handshake keys."""
 
@@ -427,11 +453,11 @@ class _CountingLines:
         if line not in (b"\r\n", b""):
             self._count += 1
             if self._count > self._limit:
-                raise ValueError(f"more than {self._limit} header lines")
+                raise _HeadRefused(f"more than {self._limit} header lines", "431 Request Header Fields Too Large")
             name = line.split(b":", 1)[0].strip().lower()
             if name in _REPEATABLE_NOT:
                 if name in self._seen:
-                    raise ValueError(f"more than one {name.decode()} header")
+                    raise _HeadRefused(f"more than one {name.decode()} header", "400 Bad Request")
                 self._seen.add(name)
         return line
 

@@ -16,6 +16,7 @@ running while one waits for a frame, and nothing needs ``patch_all()``.
 
 from __future__ import annotations
 
+import http.client
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +29,17 @@ import gevent.pywsgi
 import gevent.select
 
 from ..concurrency import Primitives
-from ._wsgi import PathDispatcher, Takeover, WebSocketWSGIApplication, buffered_bytes, register_server, shutdown_all
+from ..exceptions import InvalidMessage
+from ..handshake import reject
+from ._wsgi import (
+    REQUEST_TIMEOUT,
+    PathDispatcher,
+    Takeover,
+    WebSocketWSGIApplication,
+    buffered_bytes,
+    register_server,
+    shutdown_all,
+)
 
 __all__ = [
     "ENVIRON_KEY",
@@ -104,10 +115,8 @@ class _HeadTimedOut(BaseException):
     BaseException, so that pywsgi's own ``except Exception`` lets it through)."""
 
 
-_REQUEST_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
-    b"Connection: close\r\n\r\n408 Request Timeout\n"
-)
+#: pywsgi parses headers with http.client, which refuses more than 100 lines.
+_TOO_MANY_HEADERS = reject(InvalidMessage("more than 100 header lines", status=431)).serialize()
 
 
 class WebSocketWSGIHandler(gevent.pywsgi.WSGIHandler):  # type: ignore[misc]
@@ -126,6 +135,7 @@ class WebSocketWSGIHandler(gevent.pywsgi.WSGIHandler):  # type: ignore[misc]
     handshake_timeout: float | None = 10.0
 
     def handle_one_request(self) -> Any:
+        """pywsgi's, with the request head bounded by :attr:`handshake_timeout` (408 past it)."""
         # pywsgi bounds no read of the head: a client dripping a byte a second
         # would hold the greenlet (and its socket) for ever.
         timer = None
@@ -137,12 +147,23 @@ class WebSocketWSGIHandler(gevent.pywsgi.WSGIHandler):  # type: ignore[misc]
             return super().handle_one_request()
         except _HeadTimedOut:
             self.close_connection = True
-            return ("408", _REQUEST_TIMEOUT)
+            return ("408", REQUEST_TIMEOUT)
         finally:
             if timer is not None:
                 timer.close()
 
+    def _handle_client_error(self, ex: BaseException) -> Any:
+        # pywsgi's hook for a request it cannot read. More header lines than
+        # http.client takes: 431, as on every door (pywsgi would print a traceback
+        # and answer 400).
+        if isinstance(ex, http.client.HTTPException):
+            self.close_connection = True
+            self.log_error("Invalid request (from %s): %s", self.client_address, ex)
+            return ("431", _TOO_MANY_HEADERS)
+        return super()._handle_client_error(ex)
+
     def read_request(self, raw_requestline: str) -> Any:
+        """pywsgi's; the head's deadline ends once the head is read."""
         try:
             return super().read_request(raw_requestline)
         finally:

@@ -16,7 +16,9 @@ A WebSocket needs the server's socket. Servers known to hand it over:
 
 * gevent's pywsgi and wsgiref, through ws4web's request handlers
   (:mod:`ws4web.adapters.gevent`, :mod:`ws4web.adapters.wsgiref`);
-* Werkzeug's development server (``environ["werkzeug.socket"]``);
+* Werkzeug's development server (``environ["werkzeug.socket"]``); give it
+  ``request_handler=werkzeug_request_handler()`` so that a request head cannot
+  take longer than the handshake timeout (Werkzeug's own handler sets no bound);
 * gunicorn's ``sync``, ``gthread`` and ``gevent`` workers (``environ["gunicorn.socket"]``).
   A ``sync`` worker serves one connection at a time: a WebSocket occupies it
   for its whole life, and the arbiter kills a worker silent for ``--timeout``
@@ -37,14 +39,17 @@ from __future__ import annotations
 import io
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..concurrency import THREADING, Primitives
 from ..exceptions import InvalidHandshake
 from ..handshake import check_request
 from ..websocket import WebSocket
 from ._wsgi import (
+    REQUEST_TIMEOUT,
+    HeadReader,
     Takeover,
     WebSocketWSGIApplication,
     buffered_bytes,
@@ -53,7 +58,10 @@ from ._wsgi import (
     request_from_environ,
 )
 
-__all__ = ["ENVIRON_KEY", "ServerSupport", "WebSocketMiddleware", "detect_server"]
+if TYPE_CHECKING:
+    import werkzeug.serving
+
+__all__ = ["ENVIRON_KEY", "ServerSupport", "WebSocketMiddleware", "detect_server", "werkzeug_request_handler"]
 
 logger = logging.getLogger("ws4web.adapters.middleware")
 
@@ -131,6 +139,56 @@ def _werkzeug_takeover(environ: Mapping[str, Any]) -> Takeover:
     # The reader stays open: the handler closes it in finish(); closing it here
     # would make a handler that was not found fail on a closed file instead.
     return Takeover(sock, data, sock.sendall, detach, THREADING)
+
+
+def werkzeug_request_handler(handshake_timeout: float | None = 10.0) -> type[werkzeug.serving.WSGIRequestHandler]:
+    """A request handler class for Werkzeug's server that bounds each request head.
+
+    Werkzeug's own reads the request line and headers with no deadline: a client
+    sending a byte a second holds a thread for ever. With this one, each request
+    head must arrive within ``handshake_timeout`` seconds, or the client gets 408
+    and the connection ends. Pass it where Werkzeug takes one::
+
+        app.run(threaded=True, request_handler=werkzeug_request_handler())
+        werkzeug.serving.run_simple(host, port, app, threaded=True, request_handler=werkzeug_request_handler())
+    """
+    from werkzeug.serving import WSGIRequestHandler
+
+    class BoundedRequestHandler(WSGIRequestHandler):
+        head: HeadReader
+
+        def setup(self) -> None:
+            super().setup()
+            self.head = HeadReader.install(self)
+
+        def handle_one_request(self) -> None:
+            if handshake_timeout is not None:
+                self.head.deadline = time.monotonic() + handshake_timeout
+            # http.server catches the TimeoutError of a late head, logs it and
+            # closes; the answer is ours to send.
+            super().handle_one_request()
+            if self.head.expired:
+                self.head.expired = False
+                self.close_connection = True
+                self.log("info", "request head not complete within %g s: 408", handshake_timeout)
+                try:
+                    self.connection.settimeout(1.0)
+                    self.connection.sendall(REQUEST_TIMEOUT)
+                except OSError:
+                    pass
+
+        def log_error(self, format: str, *args: Any) -> None:
+            if self.head.expired:
+                return  # http.server's "Request timed out": the 408 line says it
+            super().log_error(format, *args)
+
+        def run_wsgi(self) -> None:
+            # The head is in: from here the time is the application's.
+            self.head.deadline = None
+            self.connection.settimeout(self.timeout)
+            super().run_wsgi()
+
+    return BoundedRequestHandler
 
 
 def _werkzeug_finish() -> Iterable[bytes]:
@@ -260,8 +318,10 @@ def _dispatch_takeover(environ: Mapping[str, Any]) -> Takeover:
 
 
 # Seen by WebSocketWSGIApplication only in environs the middleware marked, so
-# a bare WebSocketWSGIApplication under these servers behaves as before.
-register_server(ENVIRON_KEY, _dispatch_takeover, hop_by_hop=False)
+# a bare WebSocketWSGIApplication under these servers behaves as before. Werkzeug
+# and cheroot send an application's hop-by-hop headers; gunicorn keeps its
+# "Upgrade: websocket" (and says Connection itself): a 426 names the protocol.
+register_server(ENVIRON_KEY, _dispatch_takeover, hop_by_hop=True)
 
 
 # -- the middleware ----------------------------------------------------------------------------

@@ -15,7 +15,6 @@ site under a :class:`PathDispatcher`.
 
 from __future__ import annotations
 
-import io
 import logging
 import signal
 import socket
@@ -25,11 +24,22 @@ import time
 from collections.abc import Mapping
 from typing import Any
 from wsgiref.handlers import BaseHandler
+from wsgiref.headers import Headers
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+from wsgiref.util import is_hop_by_hop
 
 from ..concurrency import THREADING
 from ..drivers.selector import Loop
-from ._wsgi import PathDispatcher, Takeover, WebSocketWSGIApplication, buffered_bytes, register_server, shutdown_all
+from ._wsgi import (
+    REQUEST_TIMEOUT,
+    HeadReader,
+    PathDispatcher,
+    Takeover,
+    WebSocketWSGIApplication,
+    buffered_bytes,
+    register_server,
+    shutdown_all,
+)
 
 __all__ = [
     "ENVIRON_KEY",
@@ -54,6 +64,17 @@ class _ServerHandler(ServerHandler):
 
     request_handler: WebSocketWSGIRequestHandler
     result: Any
+    headers: Headers
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        # wsgiref asserts that an application sends no hop-by-hop header, but a 426
+        # must name the protocol to upgrade to (RFC 9110 §15.5.22: Upgrade) and a
+        # refusal ends the connection (Connection: close): this server carries them.
+        hop_by_hop = [(name, value) for name, value in headers if is_hop_by_hop(name)]
+        write = super().start_response(status, [h for h in headers if h not in hop_by_hop], exc_info)
+        for name, value in hop_by_hop:
+            self.headers.add_header(name, value)
+        return write
 
     def finish_response(self) -> None:
         if not self.request_handler.detached:
@@ -68,27 +89,6 @@ class _ServerHandler(ServerHandler):
         finally:
             self.request_handler.log_request(101)
             BaseHandler.close(self)
-
-
-class _HeadReader(io.RawIOBase):
-    """The socket as a raw stream whose reads share one deadline while the request
-    head arrives (a client dripping a byte a second cannot hold the thread)."""
-
-    def __init__(self, sock: socket.socket, timeout: float | None) -> None:
-        self.sock = sock
-        self.timeout = timeout  # per read, once the head is in
-        self.deadline: float | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("request head timed out")
-            self.sock.settimeout(left if self.timeout is None else min(left, self.timeout))
-        return self.sock.recv_into(buffer)
 
 
 class WebSocketWSGIRequestHandler(WSGIRequestHandler):
@@ -109,12 +109,13 @@ class WebSocketWSGIRequestHandler(WSGIRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self._head = _HeadReader(self.connection, self.timeout)
-        self.rfile = io.BufferedReader(self._head)
+        self._head = HeadReader.install(self)
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = dict(super().get_environ())
         environ[ENVIRON_KEY] = self
+        # Not in PEP 3333 and not set by wsgiref; gevent, Werkzeug and gunicorn set it.
+        environ.setdefault("REMOTE_PORT", str(self.client_address[1]))
         return environ
 
     def handle(self) -> None:
@@ -152,14 +153,10 @@ class WebSocketWSGIRequestHandler(WSGIRequestHandler):
     def _timed_out(self) -> None:
         """The head did not arrive in time: 408, if the client still listens."""
         self.close_connection = True
-        logger.info("%s - request head not complete within %.0f s: 408", self.address_string(), self.handshake_timeout)
-        body = b"408 Request Timeout\n"
+        logger.info("%s - request head not complete within %g s: 408", self.address_string(), self.handshake_timeout)
         try:
             self.connection.settimeout(1.0)
-            self.connection.sendall(
-                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                b"Connection: close\r\n\r\n%s" % (len(body), body)
-            )
+            self.connection.sendall(REQUEST_TIMEOUT)
         except OSError:
             pass
 
@@ -236,8 +233,8 @@ def _takeover(environ: Mapping[str, Any]) -> Takeover:
     return Takeover(sock, data, sock.sendall, handler.detach_connection, THREADING, reader=rfile, loop=loop)
 
 
-# wsgiref asserts that applications send no hop-by-hop headers.
-register_server(ENVIRON_KEY, _takeover, hop_by_hop=False)
+# Its request handler carries hop-by-hop headers (see _ServerHandler.start_response).
+register_server(ENVIRON_KEY, _takeover, hop_by_hop=True)
 
 
 def serve(app: Any, host: str = "127.0.0.1", port: int = 8080) -> None:
