@@ -80,7 +80,7 @@ _EXTERNAL = (
     rf"(builtins\.)?({_BUILTINS})",
     rf"({_STDLIB})(\..*)?",
     r"_io\..*|_thread\..*|typing_extensions\..*",
-    r"(cherrypy|cheroot|gevent|starlette|uvicorn|hypercorn|redis|python_socks)(\..*)?",
+    r"(cherrypy|cheroot|gevent|starlette|uvicorn|hypercorn|redis|python_socks|flask|werkzeug)(\..*)?",
 )
 _ROLES = ("py:class", "py:obj", "py:exc", "py:data", "py:mod", "py:func", "py:meth", "py:attr")
 nitpick_ignore_regex = [(role, pattern) for role in _ROLES for pattern in _EXTERNAL]
