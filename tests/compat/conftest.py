@@ -51,13 +51,14 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def server_process(
-    argv: Sequence[str], port: int, *, ready: str | None = None, cwd: Path | None = None
+    argv: Sequence[str], port: int, *, ready: str | None = None, cwd: Path | None = None, probe: bool = True
 ) -> Iterator[ServerProcess]:
     """Run ``argv`` (a server on ``port``) until the block ends, then Ctrl-C it.
 
-    With ``ready``, also wait for that text in its output: CherryPy accepts
-    connections before its engine has started, and a Ctrl-C then interrupts the
-    start-up instead of stopping the server.
+    It is ready once a TCP connection to ``port`` succeeds (``probe=False``: at once,
+    for a server that a connection without a request would stop) and, with
+    ``ready``, that text is in its output (CherryPy accepts connections before its
+    engine has started, and a Ctrl-C then interrupts the start-up instead).
     """
     proc = subprocess.Popen(
         list(argv), cwd=cwd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -65,7 +66,7 @@ def server_process(
     server = ServerProcess(proc)
     try:
         deadline = time.monotonic() + 30
-        while True:
+        while probe:
             assert proc.poll() is None, server.output
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
