@@ -25,11 +25,12 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 
 
 def core_modules() -> list[str]:
-    """Every module under ws4web/ except the adapters, found on disk (importing would load adapters)."""
+    """Every module under ws4web/ except the adapters and the compatibility layers (which import
+    frameworks, as adapters do), found on disk (importing would load adapters)."""
     names = []
     for path in sorted(PACKAGE.rglob("*")):
         relative = path.relative_to(ROOT)
-        if relative.parts[1] == "adapters" or "__pycache__" in relative.parts:
+        if relative.parts[1] in ("adapters", "compat") or "__pycache__" in relative.parts:
             continue
         if path.suffix == ".py":
             parts = list(relative.with_suffix("").parts)
@@ -68,7 +69,7 @@ def test_the_core_is_found() -> None:
     modules = core_modules()
     for expected in ("ws4web", "ws4web.frames", "ws4web.protocol", "ws4web.handshake", "ws4web.extensions.base"):
         assert expected in modules
-    assert not any(name.startswith("ws4web.adapters") for name in modules)
+    assert not any(name.startswith(("ws4web.adapters", "ws4web.compat")) for name in modules)
 
 
 def test_whole_core_uses_stdlib_only() -> None:

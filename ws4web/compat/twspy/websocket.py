@@ -30,7 +30,7 @@ from ...websocket import WebSocket
 from .errors import SocketClosed
 from .frame import twspy_frame
 
-__all__ = ["websocket"]
+__all__ = ["Endpoint", "websocket"]
 
 #: The socket methods and attributes a websocket passes through, as twspy's did.
 INHERITED_ATTRS = frozenset(

@@ -31,6 +31,8 @@ class WSGIServer(gevent.pywsgi.WSGIServer):  # type: ignore[misc]  # gevent is u
         super().__init__(*args, environ=environ, **kwargs)
 
     def stop(self, timeout: float | None = None) -> None:
+        """Close the WebSockets with 1001 (waiting up to ``timeout`` seconds, default the
+        server's ``stop_timeout``), then stop as pywsgi's server does."""
         wait = timeout if timeout is not None else self.stop_timeout
         for application in list(self.websocket_applications):
             application.shutdown(timeout=wait)
