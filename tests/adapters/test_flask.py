@@ -287,9 +287,10 @@ def test_in_process(server: str) -> None:
         assert ws.websockets == set()
 
 
-def test_gunicorn() -> None:
+@pytest.mark.parametrize("worker", ["gthread", "gevent"])
+def test_gunicorn(worker: str) -> None:
     port = free_port()
-    command = gunicorn_command("gthread", port, "tests.adapters.test_flask:gunicorn_app")
+    command = gunicorn_command(worker, port, "tests.adapters.test_flask:gunicorn_app")
     with running(command, port) as stderr:
         check_session_and_path_parameter(port)
         check_refusals(port)

@@ -9,18 +9,18 @@ closing handshake completed, fragments joined.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ...exceptions import ConnectionClosed
 from ...frames import CloseCode
 from ...messages import Message
-from ._hooks import positional_arity
 from .errors import SocketClosed
 from .message import twspy_message
 from .websocket import Endpoint, websocket
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "positional_arity"]
 
 MessageHook = Callable[[Any], Any]
 
@@ -159,3 +159,19 @@ def _chunks(message: Any, size: int) -> Iterator[bytes]:
         yield b""
     for i in range(0, len(data), size):
         yield bytes(data[i : i + size])
+
+
+def positional_arity(method: Callable[..., Any]) -> int | None:
+    """How many positional arguments a bound method takes (None for ``*args``): twspy's code
+    called ``onclose(code, reason)``, its README's examples took ``(message)`` or ``(client)``."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - a C function: assume twspy's form
+        return None
+    count = 0
+    for parameter in parameters:
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            return None
+        if parameter.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count

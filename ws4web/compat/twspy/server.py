@@ -26,7 +26,7 @@ from ...http11 import Request
 from ...messages import Message, PongControlMessage
 from ...server import WebSocketServer
 from ...websocket import WebSocket
-from ._hooks import positional_arity
+from .connection import positional_arity
 from .message import twspy_message
 
 __all__ = ["Client", "Server"]
