@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ws4web import BinaryMessage, ConnectionClosed, TextMessage, WebSocket, WebSocketServer, connect
+from ws4web.accept import Registry
 from ws4web.compat.ws4py.client import WebSocketBaseClient
 from ws4web.compat.ws4py.manager import WebSocketManager
 from ws4web.compat.ws4py.websocket import EchoWebSocket
@@ -200,3 +201,20 @@ def test_run_and_send_without_a_manager(echo_server: WebSocketServer) -> None:
     assert not client.waiting_to_run
     client.run()  # in this thread, until the connection ends
     assert received == ["once"] and client.close_code == 1000
+
+
+def test_a_registry_shutting_down_closes_what_is_added(echo_server: WebSocketServer) -> None:
+    """A manager over a door's registry that is shutting down: an added client is closed at once."""
+    registry = Registry()
+    registry.shutdown(timeout=0.1)
+    manager = WebSocketManager(registry=registry)
+    EchoClient.manager = manager
+    try:
+        client = EchoClient(f"ws://127.0.0.1:{echo_server.port}/ws")
+        client.connect()
+        texts = []
+        while not texts or not texts[-1].startswith("closed"):
+            texts.append(EchoClient.received.get(timeout=TIMEOUT)[1])
+        assert texts[-1] == "closed 1001" and len(manager) == 0
+    finally:
+        manager.stop()

@@ -81,14 +81,16 @@ class WebSocketManager:
         pending = isinstance(websocket, WebSocketBaseClient) and websocket.waiting_to_run
         if not pending and not _is_bound(websocket):
             raise TypeError(f"{websocket!r} is not connected: nothing would run it")
-        if not self.registry.add(websocket):
+        registry = self.registry
+        if not registry.add(websocket):  # a door's registry, shutting down: say goodbye at once
             if pending:
-                websocket.close(CloseCode.GOING_AWAY, "shutting down")
+                assert isinstance(websocket, WebSocketBaseClient)
+                websocket.run_on(self._running_loop())
+            websocket.close(CloseCode.GOING_AWAY, "shutting down")
             return
         self._prune()
         if pending:
             assert isinstance(websocket, WebSocketBaseClient)
-            registry = self.registry
             websocket.run_on(self._running_loop(), on_ended=lambda: registry.discard(websocket))
 
     def remove(self, websocket: WebSocket) -> None:
