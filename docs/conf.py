@@ -80,12 +80,12 @@ _EXTERNAL = (
     rf"(builtins\.)?({_BUILTINS})",
     rf"({_STDLIB})(\..*)?",
     r"_io\..*|_thread\..*|typing_extensions\..*",
-    r"(cherrypy|cheroot|gevent|starlette|uvicorn|hypercorn|redis|python_socks|werkzeug)(\..*)?",
+    r"(cherrypy|cheroot|gevent|starlette|uvicorn|hypercorn|redis|python_socks|flask|werkzeug)(\..*)?",
 )
 _ROLES = ("py:class", "py:obj", "py:exc", "py:data", "py:mod", "py:func", "py:meth", "py:attr")
 nitpick_ignore_regex = [(role, pattern) for role in _ROLES for pattern in _EXTERNAL]
 # TypeVars in signatures have no page to link to.
-nitpick_ignore = [("py:class", "ws4web.upgrade.W"), ("py:class", "ws4web.upgrade.T")]
+nitpick_ignore = [("py:class", "ws4web.upgrade.W"), ("py:class", "ws4web.upgrade.T"), ("py:class", "ws4web.adapters.flask.W")]
 
 # -- HTML ----------------------------------------------------------------------------
 # furo when installed (the docs extra installs it), else Sphinx's built-in theme.

@@ -1,4 +1,4 @@
-"""The chat demo as a Flask app, its /ws endpoint added by WebSocketMiddleware; runs on Werkzeug or gunicorn.
+"""The chat demo as a Flask app, its /ws endpoint a Flask WebSocket route; runs on Werkzeug or gunicorn.
 
 Werkzeug's development server (one thread per connection)::
 
@@ -10,8 +10,9 @@ gunicorn (see examples/flask_chat_gunicorn.py, which serves this same app)::
     gunicorn -k gevent -b 127.0.0.1:8080 --chdir examples flask_chat_gunicorn:app
 
 Then open http://127.0.0.1:8080/ in two browser tabs. Flask serves the page
-and everything else; only WebSocket upgrades of /ws reach ws4web's
-ChatHandler (ws4web/demo/handler.py, unchanged).
+and routes /ws like any other URL: ``before_request`` functions and view
+decorators run first, then ws4web upgrades the request and runs ChatHandler
+(ws4web/demo/handler.py, unchanged) inside Flask's request context.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 import flask
 
-from ws4web.adapters.middleware import WebSocketMiddleware, werkzeug_request_handler
+from ws4web.adapters.flask import WebSockets
+from ws4web.adapters.middleware import werkzeug_request_handler
 from ws4web.demo import page
 from ws4web.demo.handler import ChatHandler
 
 PAGE = page()
 
 app = flask.Flask(__name__)
+ws = WebSockets(app, max_message_size=2**16)
+ws.route("/ws")(ChatHandler)  # or @ws.route("/ws") above a class defined here
 
 
 @app.route("/")
@@ -43,13 +47,7 @@ def index() -> flask.Response:
 @app.route("/health")
 def health() -> dict[str, int]:
     """A plain Flask route beside the chat: how many WebSockets are open."""
-    return {"websockets": len(app.wsgi_app.websockets)}  # type: ignore[attr-defined]
-
-
-# The middleware wraps Flask's wsgi_app (not the Flask object), so flask.Flask
-# keeps working as the server's application and Flask's own error handling
-# stays inside it.
-app.wsgi_app = WebSocketMiddleware(app.wsgi_app, {"/ws": ChatHandler}, max_message_size=2**16)  # type: ignore[method-assign]
+    return {"websockets": len(ws.websockets)}
 
 
 def main() -> None:

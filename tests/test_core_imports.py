@@ -35,11 +35,16 @@ FRAMEWORK_APPS = {
 
 
 def core_modules() -> list[str]:
-    """Every module under ws4web/ except the adapters and what runs on them, found on disk."""
+    """Every module under ws4web/ except the adapters, the compatibility layers (which import
+    frameworks, as adapters do) and what runs on them, found on disk."""
     names = []
     for path in sorted(PACKAGE.rglob("*")):
         relative = path.relative_to(ROOT)
-        if relative.parts[1] == "adapters" or "__pycache__" in relative.parts or relative.as_posix() in FRAMEWORK_APPS:
+        if (
+            relative.parts[1] in ("adapters", "compat")
+            or "__pycache__" in relative.parts
+            or relative.as_posix() in FRAMEWORK_APPS
+        ):
             continue
         if path.suffix == ".py":
             parts = list(relative.with_suffix("").parts)
@@ -78,7 +83,7 @@ def test_the_core_is_found() -> None:
     modules = core_modules()
     for expected in ("ws4web", "ws4web.frames", "ws4web.protocol", "ws4web.handshake", "ws4web.extensions.base"):
         assert expected in modules
-    assert not any(name.startswith("ws4web.adapters") for name in modules)
+    assert not any(name.startswith(("ws4web.adapters", "ws4web.compat")) for name in modules)
     assert "ws4web.demo.stdlib_app" in modules and "ws4web.demo.asgi_app" not in modules
     assert all((ROOT / path).is_file() for path in FRAMEWORK_APPS)
 

@@ -61,7 +61,14 @@ from ._wsgi import (
 if TYPE_CHECKING:
     import werkzeug.serving
 
-__all__ = ["ENVIRON_KEY", "ServerSupport", "WebSocketMiddleware", "detect_server", "werkzeug_request_handler"]
+__all__ = [
+    "ENVIRON_KEY",
+    "ServerSupport",
+    "WebSocketMiddleware",
+    "detect_server",
+    "serve_upgrade",
+    "werkzeug_request_handler",
+]
 
 logger = logging.getLogger("ws4web.adapters.middleware")
 
@@ -333,6 +340,56 @@ def _is_upgrade(environ: Mapping[str, Any]) -> bool:
     return isinstance(upgrade, str) and any(t.strip().lower() == "websocket" for t in upgrade.split(","))
 
 
+def serve_upgrade(
+    ws_app: WebSocketWSGIApplication, environ: dict[str, Any], start_response: StartResponse
+) -> Iterable[bytes] | ServerSupport:
+    """Run one upgrade request through ``ws_app``, taking the connection from the server running it.
+
+    Returns either the HTTP answer (a refusal, or 501 where the server cannot hand
+    its socket over; ``start_response`` was called) for the application to return,
+    or, once the WebSocket has run, the :class:`ServerSupport` whose ``finish()``
+    must end the request. :class:`WebSocketMiddleware` and the Flask routes
+    (:mod:`ws4web.adapters.flask`) both come through here.
+    """
+    support = detect_server(environ)
+    if support is None:
+        return _unsupported(ws_app, environ, start_response)
+    if support.name != "registered":
+        environ[ENVIRON_KEY] = support
+    answered = False
+
+    def tracking_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        nonlocal answered
+        answered = True
+        return start_response(status, headers, exc_info)
+
+    try:
+        result = ws_app(environ, tracking_start_response)
+    finally:
+        environ.pop(ENVIRON_KEY, None)
+    if answered:
+        return result  # a refusal: an ordinary HTTP response
+    # The WebSocket ran on the taken-over socket and is over.
+    return support
+
+
+def _unsupported(
+    ws_app: WebSocketWSGIApplication, environ: dict[str, Any], start_response: StartResponse
+) -> Iterable[bytes]:
+    try:
+        check_request(request_from_environ(environ))
+    except InvalidHandshake:
+        return ws_app(environ, start_response)  # not a valid upgrade: the usual refusal
+    software = environ.get("SERVER_SOFTWARE") or "unknown server"
+    logger.warning("WebSocket upgrade refused: %s does not hand its socket over to applications", software)
+    body = f"501 Not Implemented: WebSockets are not supported by this server ({software})\n".encode()
+    start_response(
+        "501 Not Implemented",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
 class WebSocketMiddleware:
     """Serve WebSocket handlers on some paths in front of a WSGI application.
 
@@ -373,42 +430,8 @@ class WebSocketMiddleware:
         ws_app = self._mount_for(environ) if _is_upgrade(environ) else None
         if ws_app is None:
             return self.app(environ, start_response)
-        support = detect_server(environ)
-        if support is None:
-            return self._unsupported(ws_app, environ, start_response)
-        if support.name != "registered":
-            environ[ENVIRON_KEY] = support
-        answered = False
-
-        def tracking_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            nonlocal answered
-            answered = True
-            return start_response(status, headers, exc_info)
-
-        try:
-            result = ws_app(environ, tracking_start_response)
-        finally:
-            environ.pop(ENVIRON_KEY, None)
-        if answered:
-            return result  # a refusal: an ordinary HTTP response
-        # The WebSocket ran on the taken-over socket and is over.
-        return support.finish()
-
-    def _unsupported(
-        self, ws_app: WebSocketWSGIApplication, environ: dict[str, Any], start_response: StartResponse
-    ) -> Iterable[bytes]:
-        try:
-            check_request(request_from_environ(environ))
-        except InvalidHandshake:
-            return ws_app(environ, start_response)  # not a valid upgrade: the usual refusal
-        software = environ.get("SERVER_SOFTWARE") or "unknown server"
-        logger.warning("WebSocket upgrade refused: %s does not hand its socket over to applications", software)
-        body = f"501 Not Implemented: WebSockets are not supported by this server ({software})\n".encode()
-        start_response(
-            "501 Not Implemented",
-            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
-        )
-        return [body]
+        outcome = serve_upgrade(ws_app, environ, start_response)
+        return outcome.finish() if isinstance(outcome, ServerSupport) else outcome
 
     @property
     def websockets(self) -> set[WebSocket]:
