@@ -4,14 +4,12 @@ Werkzeug's development server (one thread per connection)::
 
     python examples/flask_chat_werkzeug.py [--port 8080] [--host 127.0.0.1]
 
-gunicorn (see examples/flask_chat_gunicorn.py, which serves this same app)::
-
-    gunicorn -k gthread --threads 32 -b 127.0.0.1:8080 --chdir examples flask_chat_gunicorn:app
-    gunicorn -k gevent -b 127.0.0.1:8080 --chdir examples flask_chat_gunicorn:app
+gunicorn: see examples/flask_chat_gunicorn.py, which serves this same app.
 
 Then open http://127.0.0.1:8080/ in two browser tabs. Flask serves the page
 and everything else; only WebSocket upgrades of /ws reach ws4web's
-ChatHandler (ws4web/demo/handler.py, unchanged).
+ChatHandler (ws4web/demo/handler.py, unchanged). On Werkzeug, Ctrl-C or SIGTERM
+closes every chat with 1001 (Going Away) and exits with status 0.
 """
 
 from __future__ import annotations
@@ -19,7 +17,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -43,13 +43,18 @@ def index() -> flask.Response:
 @app.route("/health")
 def health() -> dict[str, int]:
     """A plain Flask route beside the chat: how many WebSockets are open."""
-    return {"websockets": len(app.wsgi_app.websockets)}  # type: ignore[attr-defined]
+    return {"websockets": len(websockets.websockets)}
 
 
 # The middleware wraps Flask's wsgi_app (not the Flask object), so flask.Flask
 # keeps working as the server's application and Flask's own error handling
 # stays inside it.
-app.wsgi_app = WebSocketMiddleware(app.wsgi_app, {"/ws": ChatHandler}, max_message_size=2**16)  # type: ignore[method-assign]
+websockets = WebSocketMiddleware(app.wsgi_app, {"/ws": ChatHandler}, max_message_size=2**16)
+app.wsgi_app = websockets  # type: ignore[method-assign]
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -58,8 +63,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    # threaded: every WebSocket holds its connection's thread for its whole life.
-    app.run(host=args.host, port=args.port, threaded=True, debug=False, use_reloader=False)
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the server as Ctrl-C does
+    try:
+        # threaded: every WebSocket holds its connection's thread for its whole life.
+        # On Ctrl-C Werkzeug's server stops listening and returns; the chats go on...
+        app.run(host=args.host, port=args.port, threaded=True, debug=False, use_reloader=False)
+    except KeyboardInterrupt:
+        pass  # ... unless it came before the server was up
+    finally:
+        websockets.shutdown(timeout=2.0)  # ... until this closes them with 1001 (Going Away)
 
 
 if __name__ == "__main__":
