@@ -3,7 +3,8 @@
     python examples/echo_cherrypy.py --port 9002 [--host 127.0.0.1]
 
 Echoes every message back unchanged, on any path (the root's ``default``
-handler takes them all); quiet except for errors.
+handler takes them all); quiet except for errors. Ctrl-C or SIGTERM stops the
+engine, which closes every WebSocket with 1001 (Going Away); the exit status is 0.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -68,9 +70,29 @@ def main() -> None:
     }
     cherrypy.tree.mount(Root(), "/", config)
     if hasattr(cherrypy.engine, "signal_handler"):
-        cherrypy.engine.signal_handler.subscribe()  # SIGTERM / Ctrl-C stop the engine cleanly
-    cherrypy.engine.start()
-    cherrypy.engine.block()
+        cherrypy.engine.signal_handler.subscribe()  # SIGTERM stops the engine cleanly; block() handles Ctrl-C
+    run_engine()
+
+
+def run_engine() -> None:
+    """Start CherryPy's engine and block until Ctrl-C or SIGTERM stops it (1001 to every WebSocket).
+
+    The engine listens before it has finished starting, and a signal in between
+    aborts the start (exit status 70, or a traceback): the signals wait until it has started.
+    """
+    stops = {signal.SIGINT, signal.SIGTERM}
+    mask = getattr(signal, "pthread_sigmask", None)  # POSIX only
+    try:
+        if mask is not None:
+            mask(signal.SIG_BLOCK, stops)  # the engine's threads inherit the mask
+        try:
+            cherrypy.engine.start()
+        finally:
+            if mask is not None:
+                mask(signal.SIG_UNBLOCK, stops)  # a signal held back is handled here
+        cherrypy.engine.block()  # handles Ctrl-C itself
+    except KeyboardInterrupt:  # a Ctrl-C held back during the start
+        cherrypy.engine.exit()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     python examples/echo_gevent.py --port 9001 [--host 127.0.0.1]
 
 Echoes every message back unchanged, on any path; quiet except for errors.
-Each WebSocket runs in the greenlet pywsgi started for its connection.
+Each WebSocket runs in the greenlet pywsgi started for its connection. Ctrl-C or
+SIGTERM closes every WebSocket with 1001 (Going Away) and exits with status 0.
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import gevent
-
 from ws4web import WebSocket
-from ws4web.adapters.gevent import WebSocketWSGIApplication, make_server
+from ws4web.adapters.gevent import WebSocketWSGIApplication, serve
 from ws4web.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from ws4web.messages import Message
 
@@ -39,15 +37,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     extensions = [] if args.no_deflate else [ServerPerMessageDeflateFactory()]
     app = WebSocketWSGIApplication(handler_cls=Echo, max_message_size=args.max_message_size, extensions=extensions)
-    server = make_server(args.host, args.port, app, log=None)
-
-    def stop() -> None:
-        app.shutdown(timeout=2.0)  # 1001 Going Away to every open WebSocket
-        server.stop(timeout=2.0)
-
-    gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(stop))
-    gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(stop))
-    server.serve_forever()
+    serve(app, args.host, args.port, log=None)
 
 
 if __name__ == "__main__":

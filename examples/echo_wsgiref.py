@@ -3,6 +3,7 @@
     python examples/echo_wsgiref.py --port 9001 [--host 127.0.0.1]
 
 Echoes every message back unchanged, on any path; quiet except for errors.
+Ctrl-C or SIGTERM closes every WebSocket with 1001 (Going Away) and exits with status 0.
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from ws4web import WebSocket
-from ws4web.adapters.wsgiref import WebSocketWSGIApplication, make_server
+from ws4web.adapters.wsgiref import WebSocketWSGIApplication, serve
 from ws4web.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from ws4web.messages import Message
 
@@ -25,10 +24,6 @@ from ws4web.messages import Message
 class Echo(WebSocket):
     def received_message(self, message: Message) -> None:
         self.send(message)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -41,15 +36,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     extensions = [] if args.no_deflate else [ServerPerMessageDeflateFactory()]
     app = WebSocketWSGIApplication(handler_cls=Echo, max_message_size=args.max_message_size, extensions=extensions)
-    server = make_server(args.host, args.port, app)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        app.shutdown(timeout=2.0)  # 1001 Going Away to every open WebSocket
-        server.server_close()
+    serve(app, args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,13 @@
 
 Run it from the repository root::
 
-    gunicorn -k gthread --threads 32 -b 127.0.0.1:8080 --chdir examples flask_chat_gunicorn:app
-    gunicorn -k gevent -b 127.0.0.1:8080 --chdir examples flask_chat_gunicorn:app
+    gunicorn -c examples/flask_chat_gunicorn_conf.py -k gthread --threads 32 -b 127.0.0.1:8080 \
+        --chdir examples flask_chat_gunicorn:app
+    gunicorn -c examples/flask_chat_gunicorn_conf.py -k gevent -b 127.0.0.1:8080 \
+        --chdir examples flask_chat_gunicorn:app
+
+The configuration (examples/flask_chat_gunicorn_conf.py) makes a stopping worker
+close every chat with 1001 (Going Away), on Ctrl-C and on SIGTERM.
 
 Use one worker (``-w 1``, the default): the chat room lives in the process, so
 users on different workers would not see each other. With ``-k sync`` every

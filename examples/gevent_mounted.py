@@ -4,6 +4,7 @@
 
 ``GET /`` (or any path but /ws) answers a hello-world page from an ordinary
 WSGI app; ``ws://host:port/ws`` is a WebSocket echo. No monkey-patching.
+Ctrl-C or SIGTERM closes every WebSocket with 1001 (Going Away) and exits with status 0.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from ws4web import WebSocket
-from ws4web.adapters.gevent import PathDispatcher, WebSocketWSGIApplication, make_server
+from ws4web.adapters.gevent import PathDispatcher, WebSocketWSGIApplication, serve
 from ws4web.messages import Message
 
 
@@ -47,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     site, _websocket_app = build_app()
-    make_server(args.host, args.port, site, log=None).serve_forever()
+    serve(site, args.host, args.port, log=None)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ of a :class:`~ws4web.pubsub.Hub` over a :class:`~ws4web.pubsub.redis.RedisBackpl
 so a client of either sees what clients of both say. Connect with
 ``ws://127.0.0.1:9101/lobby?ann`` (the query is your name) and send text.
 
+Either server stops on Ctrl-C or SIGTERM, closing its clients with 1001 (Going Away).
+
 ``demo`` starts both servers (and a throwaway redis-server on a free port when
 no ``--redis`` is given and redis-server is installed), connects ann to the
 first and bob to the second, lets them talk and prints what each one saw;
@@ -76,11 +78,8 @@ def make_hub(redis_url: str) -> Hub:
 # -- the two servers ---------------------------------------------------------------------------
 
 
-def _exit_on_sigterm() -> None:
-    def stop(signum: int, frame: object) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run_stdlib(port: int, redis_url: str) -> None:
@@ -90,7 +89,7 @@ def run_stdlib(port: int, redis_url: str) -> None:
     hub = make_hub(redis_url)
     server = WebSocketServer(LobbyMember, "127.0.0.1", port)
     print(f"stdlib server on ws://127.0.0.1:{server.port}/{GROUP}", flush=True)
-    _exit_on_sigterm()
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the server as Ctrl-C does: 1001 to every client
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -106,30 +105,45 @@ def run_cherrypy(port: int, redis_url: str) -> None:
     from ws4web.adapters.cherrypy import install
 
     global hub
-    hub = make_hub(redis_url)
+    # The engine listens before it has finished starting, and a signal in between aborts
+    # the start (exit status 70, or a traceback): Ctrl-C and SIGTERM wait until it has
+    # started. They are blocked before any thread exists (the hub's too): threads inherit the mask.
+    stops = {signal.SIGINT, signal.SIGTERM}
+    mask = getattr(signal, "pthread_sigmask", None)  # POSIX only
+    if mask is not None:
+        mask(signal.SIG_BLOCK, stops)
+    try:
+        try:
+            hub = make_hub(redis_url)
 
-    class Root:
-        @cherrypy.expose
-        def default(self, *args: str, **kwargs: str) -> str:
-            return ""  # the websocket tool answered 101 already
+            class Root:
+                @cherrypy.expose
+                def default(self, *args: str, **kwargs: str) -> str:
+                    return ""  # the websocket tool answered 101 already
 
-    install()
-    cherrypy.config.update(
-        {
-            "server.socket_host": "127.0.0.1",
-            "server.socket_port": port,
-            "engine.autoreload.on": False,
-            "checker.on": False,
-            "log.screen": False,
-        }
-    )
-    cherrypy.tree.mount(Root(), "/", {"/": {"tools.websocket.on": True, "tools.websocket.handler_cls": LobbyMember}})
-    cherrypy.engine.subscribe("stop", hub.close)
-    if hasattr(cherrypy.engine, "signal_handler"):
-        cherrypy.engine.signal_handler.subscribe()  # SIGTERM stops the engine cleanly
-    cherrypy.engine.start()
-    print(f"cherrypy server on ws://127.0.0.1:{port}/{GROUP}", flush=True)
-    cherrypy.engine.block()
+            install()
+            cherrypy.config.update(
+                {
+                    "server.socket_host": "127.0.0.1",
+                    "server.socket_port": port,
+                    "engine.autoreload.on": False,
+                    "checker.on": False,
+                    "log.screen": False,
+                }
+            )
+            config = {"/": {"tools.websocket.on": True, "tools.websocket.handler_cls": LobbyMember}}
+            cherrypy.tree.mount(Root(), "/", config)
+            cherrypy.engine.subscribe("stop", hub.close)
+            if hasattr(cherrypy.engine, "signal_handler"):
+                cherrypy.engine.signal_handler.subscribe()  # SIGTERM stops the engine cleanly
+            cherrypy.engine.start()
+        finally:
+            if mask is not None:
+                mask(signal.SIG_UNBLOCK, stops)  # a signal held back is handled here
+        print(f"cherrypy server on ws://127.0.0.1:{port}/{GROUP}", flush=True)
+        cherrypy.engine.block()  # handles Ctrl-C itself
+    except KeyboardInterrupt:  # a Ctrl-C held back during the start
+        cherrypy.engine.exit()
 
 
 # -- the demo ------------------------------------------------------------------------------------
@@ -239,7 +253,12 @@ def main() -> None:
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.WARNING)  # CherryPy sets its own loggers to INFO: filter at the handler
     if args.mode == "demo":
-        sys.exit(demo(args.redis))
+        signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C: the servers it started stop too
+        try:
+            sys.exit(demo(args.redis))
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
     url = args.redis or "redis://127.0.0.1:6379/0"
     if args.mode == "stdlib":
         run_stdlib(args.port, url)

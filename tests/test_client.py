@@ -63,6 +63,8 @@ pytestmark = [
         ("ws://example.com/caf\xe9", WebSocketURL(False, "example.com", 80, "/caf%C3%A9", None)),
         ("ws://example.com/?a=[1]&b=%41", WebSocketURL(False, "example.com", 80, "/?a=%5B1%5D&b=%41", None)),
         ("ws://b\xfccher.example/", WebSocketURL(False, "xn--bcher-kva.example", 80, "/", None)),  # IDNA
+        ("ws://example.com./", WebSocketURL(False, "example.com.", 80, "/", None)),  # fully qualified
+        ("ws://" + "a" * 63 + ".com/", WebSocketURL(False, "a" * 63 + ".com", 80, "/", None)),
     ],
 )
 def test_parse_url(url: str, expected: WebSocketURL) -> None:
@@ -103,6 +105,13 @@ def test_host_header(url: str, host_header: str) -> None:
         "ws://a\r\nX-Injected: 1/",
         "ws://exa%20mple.com/",
         "ws://[::1/",
+        "ws://[::1]x/",  # only ":port" may follow the "]"
+        "ws://[v1.x]/",  # IPvFuture: nothing to connect to
+        "ws://a..b/",  # an empty label (the resolver's IDNA step would raise UnicodeError)
+        "ws://.../",
+        "ws://" + "a" * 64 + ".com/",  # a label over 63 characters
+        "ws://" + "a." * 127 + "a/",  # a name over 253 characters
+        "ws://b\xfccher..example/",
         "ws://alice:SECRET@example.com:port/?token=SECRET",
     ],
 )

@@ -23,10 +23,12 @@ A block may be preceded by one HTML comment of the form ``<!-- docs-test: option
     to ``path=/...`` (default ``/``) with ws4web's client, sends a text message and asserts
     that the same message comes back (within the first five messages: a server may greet
     first). Then it interrupts the program with SIGINT (Ctrl-C).
-    With ``shutdown=CODE`` the WebSocket stays open across the interrupt and the harness
-    asserts that the server closes it with ``CODE`` (1001 for the servers whose shutdown
-    says "Going Away") and that the program then exits by itself, with no error other
-    than the ``KeyboardInterrupt`` a Ctrl-C is.
+    With ``shutdown=CODE`` the block runs twice, stopped once with SIGINT (Ctrl-C) and once
+    with SIGTERM (a service manager's stop); each time the WebSocket stays open across the
+    signal and the harness asserts that the server closes it with ``CODE`` (1001 for the
+    servers whose shutdown says "Going Away") and that the program then exits by itself,
+    with status 0 and no traceback on stderr (one exception, for uvicorn: see
+    :func:`uvicorn_reraise`).
 ``against=NAME``
     a client program: the server block ``NAME`` of the same page is started first (as for
     ``server``, same port substitution), this block runs against it, then the server stops.
@@ -322,11 +324,23 @@ def test_examples_are_found_and_their_options_are_valid() -> None:
             assert "server" in named(block, block.options["against"]).options, block.id
 
 
-@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[b.id for b in PYTHON_BLOCKS])
-def test_example_runs(block: Block, tmp_path: Path, redis_port: int | None) -> None:
+def runs() -> list[object]:
+    """One run per block; two for a server block with ``shutdown=``, one per stop signal."""
+    params: list[object] = []
+    for block in PYTHON_BLOCKS:
+        if "server" in block.options and block.options.get("shutdown"):
+            for stop in (signal.SIGINT, signal.SIGTERM):
+                params.append(pytest.param(block, stop, id=f"{block.id}-{stop.name}"))
+        else:
+            params.append(pytest.param(block, signal.SIGINT, id=block.id))
+    return params
+
+
+@pytest.mark.parametrize(("block", "stop"), runs())
+def test_example_runs(block: Block, stop: signal.Signals, tmp_path: Path, redis_port: int | None) -> None:
     extra: dict[int | str, int] = {6379: redis_port} if redis_port is not None else {}
     if "server" in block.options:
-        check_server(block, tmp_path, extra)
+        check_server(block, tmp_path, extra, stop)
         return
     code = program(block)
     server = None
@@ -345,7 +359,40 @@ def test_example_runs(block: Block, tmp_path: Path, redis_port: int | None) -> N
     assert result.returncode == 0, describe(block, result, result.stdout, result.stderr)
 
 
-def check_server(block: Block, workdir: Path, extra: dict[int | str, int]) -> None:
+def uvicorn_reraise(block: Block, stop: signal.Signals, returncode: int | None, err: str) -> bool:
+    """Whether ``err`` and ``returncode`` are uvicorn's own way of ending on a signal, and nothing else.
+
+    uvicorn re-raises the signal it caught once it has shut down (``Server.capture_signals``):
+    after SIGINT Python reports the ``KeyboardInterrupt`` a Ctrl-C is (a traceback of
+    ``KeyboardInterrupt`` and asyncio's ``CancelledError`` only, then status 1 or death by
+    SIGINT); after SIGTERM the process dies by SIGTERM, silently. The connections were closed
+    with the right code first (checked before this). This is the one exception to "status 0,
+    no traceback", for blocks that run uvicorn only, while the ASGI door's clean exit is
+    being built; it goes when that lands.
+    """
+    if "uvicorn" not in program(block):
+        return False
+    if stop == signal.SIGTERM:
+        return returncode == -signal.SIGTERM and "Traceback" not in err
+    # The exceptions a traceback reports are its unindented lines but its headers.
+    reported = [
+        line for line in err.strip().splitlines() if line and not line[0].isspace() and line not in _TRACEBACK_HEADERS
+    ]
+    return (
+        returncode in (1, -signal.SIGINT)
+        and bool(reported)
+        and reported[-1] == "KeyboardInterrupt"
+        and set(reported) <= {"KeyboardInterrupt", "asyncio.exceptions.CancelledError"}
+    )
+
+
+_TRACEBACK_HEADERS = {
+    "Traceback (most recent call last):",
+    "During handling of the above exception, another exception occurred:",
+}
+
+
+def check_server(block: Block, workdir: Path, extra: dict[int | str, int], stop: signal.Signals) -> None:
     server = Server(block, workdir, extra)
     shutdown = block.options.get("shutdown")
     out = err = ""
@@ -362,15 +409,15 @@ def check_server(block: Block, workdir: Path, extra: dict[int | str, int]) -> No
                 # CherryPy accepts connections before its engine has finished starting,
                 # and a Ctrl-C in that window aborts the start instead of stopping it.
                 time.sleep(SETTLE)
-                server.proc.send_signal(signal.SIGINT)
+                server.proc.send_signal(stop)
                 with pytest.raises(ConnectionClosed) as closed:
                     ws.recv(IO_TIMEOUT)
                 assert closed.value.code == int(shutdown), closed.value
                 out, err = server.proc.communicate(timeout=IO_TIMEOUT)
-                # uvicorn re-raises the signal once it has shut down: Python reports a
-                # KeyboardInterrupt, which is how a Ctrl-C ends. Any other error is a failure.
-                last = err.strip().splitlines()[-1] if err.strip() else ""
-                assert "Traceback" not in err or last == "KeyboardInterrupt", describe(block, server.proc, out, err)
+                clean = server.proc.returncode == 0 and "Traceback" not in err
+                assert clean or uvicorn_reraise(block, stop, server.proc.returncode, err), describe(
+                    block, server.proc, out, err
+                )
         finally:
             if shutdown:
                 ws.terminate()

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import json
 import os
+import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
-from ws4web import ConnectionClosedOK, WebSocket, connect
+from ws4web import ConnectionClosed, WebSocket, connect
 from ws4web.messages import BinaryMessage, Message, TextMessage
 
 from .conftest import TIMEOUT, ServerFactory, ws_url
@@ -64,8 +69,8 @@ def echo_stdlib() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         proc.communicate(timeout=TIMEOUT)
 
 
-def test_echo_stdlib_serves_and_exits_cleanly_on_ctrl_c(echo_stdlib: tuple[subprocess.Popen[bytes], int]) -> None:
-    proc, port = echo_stdlib
+def test_echo_stdlib_echoes(echo_stdlib: tuple[subprocess.Popen[bytes], int]) -> None:
+    _, port = echo_stdlib
     with connect(f"ws://127.0.0.1:{port}/any/path", close_timeout=2.0, max_message_size=None) as ws:
         ws.send("hello example")
         ws.send(b"\x00\x01\x02")
@@ -76,19 +81,114 @@ def test_echo_stdlib_serves_and_exits_cleanly_on_ctrl_c(echo_stdlib: tuple[subpr
         assert ws.recv(TIMEOUT) == TextMessage("fragments")
         assert ws.recv(TIMEOUT) == BinaryMessage(b"b" * 3_000_000)
     assert ws.close_code == 1000
-    survivor = connect(f"ws://127.0.0.1:{port}/", close_timeout=2.0)
+
+
+# -- every server example stops cleanly on Ctrl-C and on SIGTERM ------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerExample:
+    """How to run one server example and hold one conversation with it."""
+
+    script: str
+    needs: tuple[str, ...] = ()
+    path: str = "/"
+    talk: str = "echo"  # echo, chat (the demo's JSON protocol) or lobby (examples/pubsub_two_processes.py)
+    mode: str = ""  # the gunicorn worker class, or pubsub_two_processes.py's server
+
+    def command(self, port: int, redis_url: str) -> list[str]:
+        script = os.path.join(EXAMPLES, f"{self.script}.py")
+        if self.script == "flask_chat_gunicorn":
+            config = os.path.join(EXAMPLES, "flask_chat_gunicorn_conf.py")
+            return [
+                *(sys.executable, "-m", "gunicorn", "-c", config, "-w", "1", "-k", self.mode),
+                *("-b", f"127.0.0.1:{port}", "--chdir", EXAMPLES, "--log-level", "warning", "flask_chat_gunicorn:app"),
+            ]
+        if self.script == "pubsub_two_processes":
+            return [sys.executable, script, self.mode, "--port", str(port), "--redis", redis_url]
+        return [sys.executable, script, "--host", "127.0.0.1", "--port", str(port)]
+
+    def converse(self, ws: WebSocket) -> None:
+        """One exchange that proves the connection is served."""
+        if self.talk == "echo":
+            ws.send("hello example")
+            assert ws.recv(TIMEOUT) == TextMessage("hello example")
+        elif self.talk == "chat":
+            ws.send(json.dumps({"type": "join", "name": "ann"}))
+            assert json.loads(ws.recv(TIMEOUT).data) == {"type": "presence", "online": ["ann"]}
+        else:
+            assert ws.recv(TIMEOUT).data.startswith(b"* welcome ann")
+
+
+SERVER_EXAMPLES = [
+    ServerExample("echo_stdlib"),
+    ServerExample("echo_cherrypy", ("cherrypy",)),
+    ServerExample("echo_gevent", ("gevent",)),
+    ServerExample("echo_wsgiref"),
+    ServerExample("gevent_mounted", ("gevent",), "/ws"),
+    ServerExample("flask_chat_werkzeug", ("flask",), "/ws", "chat"),
+    ServerExample("flask_chat_gunicorn", ("flask", "gunicorn"), "/ws", "chat", "gthread"),
+    ServerExample("flask_chat_gunicorn", ("flask", "gunicorn", "gevent"), "/ws", "chat", "gevent"),
+    ServerExample("pubsub_two_processes", ("redis",), "/lobby?ann", "lobby", "stdlib"),
+    ServerExample("pubsub_two_processes", ("redis", "cherrypy"), "/lobby?ann", "lobby", "cherrypy"),
+]
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A redis-server on a free port for the examples that need one ("" for the others)."""
+    example: ServerExample = request.node.callspec.params["example"]
+    if "redis" not in example.needs:
+        yield ""
+        return
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        survivor.send("are you there")
-        assert survivor.recv(TIMEOUT) == TextMessage("are you there")
-        proc.send_signal(signal.SIGINT)  # Ctrl-C: serve() shuts the server down
-        with pytest.raises(ConnectionClosedOK) as closed:
-            survivor.recv(TIMEOUT)
-        assert closed.value.code == 1001  # Going Away
-        _, stderr = proc.communicate(timeout=TIMEOUT)
+        wait_for_port(port, proc)
+        yield f"redis://127.0.0.1:{port}/0"
     finally:
-        survivor.terminate()
-    assert proc.returncode == 0, stderr.decode(errors="replace")
-    assert b"Traceback" not in stderr
+        proc.terminate()
+        proc.wait(TIMEOUT)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signals")
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "example", SERVER_EXAMPLES, ids=[f"{e.script}-{e.mode}" if e.mode else e.script for e in SERVER_EXAMPLES]
+)
+def test_server_example_stops_with_1001_and_no_traceback(
+    example: ServerExample, stop: signal.Signals, redis_url: str
+) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM: an open client gets 1001 (Going Away), the program exits 0, quietly."""
+    for module in example.needs:
+        pytest.importorskip(module)
+    port = free_port()
+    # A session of its own: whatever the example starts (gunicorn's worker) goes at the end too.
+    proc = subprocess.Popen(
+        example.command(port, redis_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        wait_for_port(port, proc)
+        with connect(f"ws://127.0.0.1:{port}{example.path}", timeout=TIMEOUT, close_timeout=2.0) as ws:
+            example.converse(ws)
+            proc.send_signal(stop)
+            with pytest.raises(ConnectionClosed) as closed:
+                for _ in range(10):  # a chat may send presence updates before its close
+                    ws.recv(TIMEOUT)
+            assert closed.value.code == 1001, closed.value
+        _, stderr = proc.communicate(timeout=2 * TIMEOUT)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # anything left of the session
+        if proc.returncode is None:  # the test failed before the program ended: reap it, close the pipes
+            proc.communicate(timeout=TIMEOUT)
+    text = stderr.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text, text
 
 
 class Driver(WebSocket):
@@ -126,6 +226,45 @@ def test_echo_client_echoes_and_exits_0(make_server: ServerFactory) -> None:
         TextMessage("fragmented"),
         BinaryMessage(b"x" * 100_000),
     ]
+
+
+class Pinger(WebSocket):
+    """Sends one message, records its echo and how the client ended the connection."""
+
+    echoes: queue.Queue[Message] = queue.Queue()
+    closes: queue.Queue[int] = queue.Queue()
+
+    def opened(self) -> None:
+        self.send("ping")
+
+    def received_message(self, message: Message) -> None:
+        self.echoes.put(message)
+
+    def closed(self, code: int, reason: str | None = None) -> None:
+        self.closes.put(code)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signals")
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_echo_client_leaves_with_1001_and_no_traceback(make_server: ServerFactory, stop: signal.Signals) -> None:
+    Pinger.echoes, Pinger.closes = queue.Queue(), queue.Queue()
+    server = make_server(Pinger)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(EXAMPLES, "echo_client.py"), ws_url(server)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert Pinger.echoes.get(timeout=TIMEOUT) == TextMessage("ping")  # connected and echoing
+        proc.send_signal(stop)
+        assert Pinger.closes.get(timeout=TIMEOUT) == 1001  # Going Away
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, stderr.decode(errors="replace")
+    assert b"Traceback" not in stderr
 
 
 def test_echo_client_exits_1_when_it_cannot_connect() -> None:

@@ -23,6 +23,8 @@ import pytest
 
 import ws4web
 from ws4web import ConnectionClosed, WebSocket, connect
+from ws4web.__main__ import BODY_WIDTH
+from ws4web.handshake import accept_key
 from ws4web.http11 import Headers, Request, Response
 from ws4web.messages import Message
 
@@ -194,6 +196,7 @@ def test_echo_round_trip_then_ctrl_d_closes_with_1000(cli: Spawn, make_server: S
     child.expect_exact("closed: 1000", timeout=EXPECT)
     assert exit_status(child) == 0
     assert handler.closes.get(timeout=TIMEOUT) == (1000, "")
+    assert "connecting to" not in transcript(child)  # a quick handshake goes without a word
     assert_clean(child)
 
 
@@ -313,9 +316,6 @@ def test_incoming_message_does_not_garble_the_typed_line(cli: Spawn, make_server
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        pytest.param(["http://127.0.0.1/"], "invalid URL: 'http://127.0.0.1/' is not a ws:// or wss:// URL", id="http"),
-        pytest.param(["ws://127.0.0.1:99999/"], "invalid URL", id="bad-port"),
-        pytest.param(["ws://127.0.0.1/#frag"], "invalid URL", id="fragment"),
         pytest.param(["-H", "no colon", "ws://127.0.0.1/"], "expected 'Name: value'", id="header-form"),
         pytest.param(["-H", "X-A: b\r\nX-Injected: 1", "ws://127.0.0.1/"], "control characters", id="header-crlf"),
         pytest.param(["-s", "a b", "ws://127.0.0.1/"], "a subprotocol is a token", id="subprotocol"),
@@ -326,6 +326,158 @@ def test_bad_arguments_exit_2_with_a_clear_message(cli: Spawn, args: list[str], 
     child = cli(*args)
     child.expect_exact(message, timeout=EXPECT)
     assert exit_status(child) == 2  # a usage error, found before connecting anywhere
+    assert_clean(child)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        pytest.param("ws://[::1", "is not a valid URL", id="unclosed-bracket"),
+        pytest.param("http://127.0.0.1/", "is not a ws:// or wss:// URL", id="http"),
+        pytest.param("127.0.0.1:9000", "is not a ws:// or wss:// URL", id="no-scheme"),
+        pytest.param("", "is not a ws:// or wss:// URL", id="empty"),
+        pytest.param("ws://", "has no host", id="no-host"),
+        pytest.param("ws://:9000/", "has no host", id="port-only"),
+        pytest.param("ws://127.0.0.1:99999/", "has an invalid port", id="port-too-big"),
+        pytest.param("ws://127.0.0.1:abc/", "has an invalid port", id="port-not-a-number"),
+        pytest.param("ws://127.0.0.1:0/", "has an invalid port", id="port-0"),
+        pytest.param("ws://exa mple.com/", "invalid host name", id="space-in-host"),
+        pytest.param("ws://exa\x07mple.com/", "invalid host name", id="control-in-host"),
+        pytest.param("ws://127.0.0.1/#frag", "has a fragment", id="fragment"),
+        pytest.param("ws://a..b/", "empty label", id="empty-label"),
+        pytest.param("ws://" + "a" * 64 + ".com/", "longer than 63", id="long-label"),
+        pytest.param("ws://b\xfccher..example/", "idna", id="non-ascii-empty-label"),
+        pytest.param("ws://[v1.x]/", "only an IPv6 address", id="ipvfuture"),
+        pytest.param("ws://[::1]x/", "after the IPv6 address", id="after-bracket"),
+        pytest.param("ws://[::zz]/", "is not a valid URL", id="bad-ipv6"),
+        pytest.param("ws://ann:SECRET@127.0.0.1:abc/?token=SECRET", "has an invalid port", id="credentials"),
+    ],
+)
+def test_bad_url_is_one_line_and_exit_2(url: str, why: str) -> None:
+    """Every malformed URL: one line on stderr, nothing on stdout, status 2, no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ws4web", url],
+        capture_output=True,
+        cwd=ROOT,
+        env=ENV,
+        timeout=2 * EXPECT,
+        check=False,
+    )
+    err = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 2, err
+    assert proc.stdout == b""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("invalid URL: "), err
+    assert why in lines[0]
+    assert "SECRET" not in err  # the URL shows redacted
+    assert "\x07" not in err  # nor does a control character reach the terminal
+
+
+def slow_upgrade(listener: socket.socket, child: Any, request_line: bytes) -> socket.socket:
+    """Accept the CLI's connection and answer its upgrade with 101, but only once it has
+    said it is connecting (and 1.5 s have passed): the handshake is slow whatever the machine's load."""
+    peer, _ = listener.accept()
+    peer.settimeout(TIMEOUT)
+    request = b""
+    while b"\r\n\r\n" not in request:
+        chunk = peer.recv(4096)
+        assert chunk, "the CLI closed before its request was complete"
+        request += chunk
+    received = time.monotonic()
+    assert request.startswith(request_line), request
+    key = next(
+        line.split(b":", 1)[1].strip().decode()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    child.expect_exact("(press Ctrl-C to give up)", timeout=EXPECT)
+    time.sleep(max(0.0, 1.5 - (time.monotonic() - received)))
+    peer.sendall(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n"
+    )
+    return peer
+
+
+def test_slow_handshake_says_connecting_once(cli: Spawn) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(TIMEOUT)
+        port = listener.getsockname()[1]
+        child = cli(f"ws://127.0.0.1:{port}/slow?token=SECRET")
+        shown = f"ws://127.0.0.1:{port}/slow?token=***"
+        with slow_upgrade(listener, child, b"GET /slow?token=SECRET HTTP/1.1\r\n") as peer:
+            connected(child, shown)
+            peer.sendall(b"\x88\x02\x03\xe8")  # the server closes: 1000
+            frame = b""
+            while len(frame) < 2 + 4 + 2:  # the CLI's answer: header, mask, code (RFC 6455 §5.5.1)
+                chunk = peer.recv(8 - len(frame))
+                assert chunk, frame
+                frame += chunk
+            assert frame[:2] == b"\x88\x82", frame
+        # Leaving the block closes the TCP connection, as a server does after the closing handshake.
+        child.expect_exact("closed by the server: 1000", timeout=EXPECT)
+        assert exit_status(child) == 0
+    out = transcript(child)
+    assert out.count("connecting to") == 1, out
+    notice, rest = out.split(f"connecting to {shown} (press Ctrl-C to give up)\r\n")
+    assert notice == "" and rest.startswith(f"connected to {shown}"), out  # first the notice, then the news
+    assert "SECRET" not in out
+    assert_clean(child)
+
+
+def test_ctrl_c_after_the_connecting_notice(cli: Spawn) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # accepts TCP, never answers the upgrade
+        listener.settimeout(TIMEOUT)
+        port = listener.getsockname()[1]
+        child = cli(f"ws://127.0.0.1:{port}/", "--timeout", str(EXPECT))
+        peer, _ = listener.accept()
+        with peer:
+            child.expect_exact(f"connecting to ws://127.0.0.1:{port}/ (press Ctrl-C to give up)", timeout=EXPECT)
+            child.sendintr()
+            child.expect_exact("interrupted", timeout=EXPECT)
+            assert exit_status(child) == 130
+    assert_clean(child)
+
+
+ERROR_PAGE = (
+    "<!DOCTYPE html>\n<html><head><meta charset=utf-8><style>body { font: 14px sans-serif }</style>"
+    "<title>Access denied &mdash; ask the admin</title>"
+    "<script>var secret = '<p>not text</p>';</script></head>\n<body>"
+    + "<p>You are not allowed to open this socket. " * 200
+    + "</p></body></html>\n"
+).encode()
+
+
+def refuse_with_a_page(request: Request) -> Response:
+    headers = Headers([("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(ERROR_PAGE)))])
+    return Response(403, "Forbidden", headers, ERROR_PAGE)
+
+
+def test_refusal_shows_the_first_line_of_an_html_page(cli: Spawn, make_server: ServerFactory) -> None:
+    handler = recording(Echo)
+    server = make_server(handler, process_request=refuse_with_a_page)
+    child = cli(ws_url(server))
+    assert exit_status(child) == 1
+    lines = transcript(child).splitlines()
+    # The status, then the page's title, tags stripped and entities decoded; the rest elided.
+    assert lines == ["refused: HTTP 403 Forbidden", "Access denied \u2014 ask the admin ..."], lines
+    assert handler.requests.empty()
+    assert_clean(child)
+
+
+def refuse_with_a_long_line(request: Request) -> Response:
+    body = b"denied: " + b"x" * 5000
+    return Response(403, "Forbidden", Headers([("Content-Length", str(len(body)))]), body)
+
+
+def test_refusal_trims_a_long_line(cli: Spawn, make_server: ServerFactory) -> None:
+    server = make_server(recording(Echo), process_request=refuse_with_a_long_line)
+    child = cli(ws_url(server))
+    assert exit_status(child) == 1
+    lines = transcript(child).splitlines()
+    assert lines[0] == "refused: HTTP 403 Forbidden"
+    assert lines[1].startswith("denied: xxx") and lines[1].endswith(" ...") and len(lines[1]) <= BODY_WIDTH, lines
+    assert len(lines) == 2
     assert_clean(child)
 
 

@@ -14,9 +14,12 @@ code and reason print and the program ends. Messages go to stdout, everything
 else (connected, closed, errors) to stderr, so that ``... --wait 1 < lines > replies``
 works (``--wait``: a server stops sending once it reads our close, so replies to
 the last lines need time to arrive).
+A handshake that takes over a second says "connecting to URL"; a refusal prints
+its status and the first line of its body. URLs print redacted (no credentials,
+no query values).
 Exit status: 0 when the connection ended with 1000 or 1001, 1 for any other end
-(refused, unreachable, another close code), 2 for a usage error, 130 for Ctrl-C
-before the connection was up.
+(refused, unreachable, another close code), 2 for a usage error (a malformed URL
+included: one line, never a traceback), 130 for Ctrl-C before the connection was up.
 
 serve: runs the chat demo of :mod:`ws4web.demo` (``<adapter>_app.main``) until
 Ctrl-C or SIGTERM, which close every open chat with 1001.
@@ -25,6 +28,7 @@ Ctrl-C or SIGTERM, which close every open chat with 1001.
 from __future__ import annotations
 
 import argparse
+import html
 import http
 import importlib
 import os
@@ -38,16 +42,22 @@ from types import FrameType, ModuleType
 from typing import TextIO
 
 from . import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI, __version__, connect
+from .client import parse_url
 from .demo import ADAPTERS
 from .frames import CloseCode
+from .logs import redact_url
 from .messages import Message
 from .websocket import WebSocket
 
 PROMPT = "> "
 #: bytes of a binary message shown in hex; the rest is elided
 PREVIEW = 32
-#: characters of a refusal's body shown
-MAX_BODY = 1000
+#: characters of a refusal's body shown: its first line of text, cut to this width
+BODY_WIDTH = 100
+#: bytes of a refusal's body looked at for that line
+BODY_SCAN = 64 * 1024
+#: seconds of handshake after which the CLI says it is still connecting
+CONNECTING_NOTICE = 1.0
 #: seconds between two signals to the main thread when the server has closed
 WAKE_INTERVAL = 0.05
 
@@ -63,6 +73,35 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 def _printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+# An HTML error page, read as text: comments, scripts and styles go, block elements end
+# a line (so a title and a heading are lines of their own), other tags just go.
+_HTML_DROP = re.compile(r"<!--.*?(?:-->|$)|<(script|style)\b.*?(?:</\1\s*>|$)", re.IGNORECASE | re.DOTALL)
+_HTML_BLOCK = re.compile(
+    r"</?(?:address|article|aside|blockquote|body|br|center|dd|div|dl|dt|footer|form|h[1-6]|head|header|hr|html|"
+    r"li|main|nav|ol|p|pre|section|table|td|th|title|tr|ul)\b[^<>]*>",
+    re.IGNORECASE,
+)
+# [^<>]: a stray "<" ends a tag attempt, so a body of "<<<<" costs linear time, not quadratic.
+_HTML_TAG = re.compile(r"<[^<>]*>")
+
+
+def _first_line(body: bytes, content_type: str) -> str:
+    """What a refusal's body says in one line: its first line of text (an HTML page's
+    title or heading), whitespace collapsed, cut to BODY_WIDTH; "" if it has no text."""
+    text = body[:BODY_SCAN].decode("utf-8", "replace")
+    if "html" in content_type.lower() or text.lstrip().startswith("<"):
+        text = _HTML_TAG.sub("", _HTML_BLOCK.sub("\n", _HTML_DROP.sub("", text)))
+        text = html.unescape(text)
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return ""
+    first = lines[0]
+    if len(first) > BODY_WIDTH:
+        return first[: BODY_WIDTH - 4].rstrip() + " ..."
+    return first + (" ..." if len(lines) > 1 or len(body) > BODY_SCAN else "")
 
 
 def _show(message: Message) -> str:
@@ -371,14 +410,37 @@ def _console() -> _Console:
     return _Console(sys.stdout, sys.stderr, readline)
 
 
-def run_client(args: argparse.Namespace) -> int:
+def _refusal(exc: InvalidStatus) -> list[str]:
+    """The lines that say why the server refused: its status, and its body's first line."""
+    try:
+        phrase = http.HTTPStatus(exc.status).phrase
+    except ValueError:
+        phrase = ""
+    lines = [f"refused: HTTP {exc.status} {phrase}".rstrip()]
+    if type(exc) is not InvalidStatus:  # a subclass says more: a redirect not followed, say
+        lines.append(str(exc))
+    content_type = next((value for name, value in exc.headers if name.lower() == "content-type"), "")
+    if exc.body and (line := _first_line(exc.body, content_type)):
+        lines.append(line)
+    return [_printable(line) for line in lines]
+
+
+def _connect(args: argparse.Namespace, shown: str) -> WebSocket:
+    """connect(), saying so on stderr when the handshake takes longer than CONNECTING_NOTICE."""
     context = None
-    if args.url.startswith("wss:") and args.insecure:
+    if args.insecure:  # also for a ws:// URL that redirects to wss://
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+
+    def notice() -> None:
+        print(f"connecting to {shown} (press Ctrl-C to give up)", file=sys.stderr, flush=True)
+
+    timer = threading.Timer(CONNECTING_NOTICE, notice)
+    timer.daemon = True
+    timer.start()
     try:
-        ws = connect(
+        return connect(
             args.url,
             protocols=args.subprotocol,
             headers=args.header,
@@ -386,19 +448,25 @@ def run_client(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             close_timeout=args.timeout,
         )
+    finally:
+        # cancel() stops a notice not yet shown; join() waits for one being printed,
+        # so that it never comes after what follows.
+        timer.cancel()
+        timer.join()
+
+
+def run_client(args: argparse.Namespace) -> int:
+    shown = redact_url(args.url)
+    try:
+        parse_url(args.url)  # a usage error: found before connecting anywhere
     except InvalidURI as exc:
         print(f"invalid URL: {exc}", file=sys.stderr)
         return 2
+    try:
+        ws = _connect(args, shown)
     except InvalidStatus as exc:
-        try:
-            phrase = http.HTTPStatus(exc.status).phrase
-        except ValueError:
-            phrase = ""
-        print(f"refused: HTTP {exc.status} {phrase}".rstrip(), file=sys.stderr)
-        if type(exc) is not InvalidStatus:  # a subclass says more: a redirect not followed, say
-            print(_printable(str(exc)), file=sys.stderr)
-        if exc.body:
-            print(_printable(exc.body.decode("utf-8", "replace")[:MAX_BODY].rstrip()), file=sys.stderr)
+        for line in _refusal(exc):
+            print(line, file=sys.stderr)
         return 1
     except ssl.SSLCertVerificationError as exc:
         print(
@@ -406,12 +474,12 @@ def run_client(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    except (OSError, InvalidHandshake) as exc:
-        print(f"cannot connect: {exc}", file=sys.stderr)
+    except (OSError, InvalidHandshake, InvalidURI) as exc:  # InvalidURI: wss:// through an https:// proxy
+        print(f"cannot connect: {_printable(str(exc))}", file=sys.stderr)
         return 1
     console = _console()
-    suffix = f" (subprotocol {ws.subprotocol})" if ws.subprotocol else ""
-    console.show(f"connected to {args.url}{suffix}; Ctrl-D to close", status=True)
+    suffix = f" (subprotocol {_printable(ws.subprotocol)})" if ws.subprotocol else ""
+    console.show(f"connected to {shown}{suffix}; Ctrl-D to close", status=True)
     return _Session(ws, console, args.timeout, args.wait).run()
 
 

@@ -87,6 +87,14 @@ def parse_url(url: str) -> WebSocketURL:
         raise InvalidURI(f"{safe!r} has a fragment")
     if not parsed.hostname:
         raise InvalidURI(f"{safe!r} has no host")
+    authority = parsed.netloc.rpartition("@")[2]
+    if authority.startswith("["):
+        # RFC 3986 §3.2.2: an IP-literal is an IPv6 address (IPvFuture names no address
+        # anything can connect to), and only ":" port may follow its "]".
+        if ":" not in parsed.hostname:
+            raise InvalidURI(f"{safe!r}: only an IPv6 address goes between [ and ]")
+        if authority.partition("]")[2][:1] not in ("", ":"):
+            raise InvalidURI(f"{safe!r} has characters after the IPv6 address")
     secure = parsed.scheme == "wss"
     try:
         port = parsed.port
@@ -97,6 +105,8 @@ def parse_url(url: str) -> WebSocketURL:
     try:
         host = check_host(_ascii_host(parsed.hostname))
         resource = quote_target((parsed.path or "/") + ("?" + parsed.query if parsed.query else ""))
+        if ":" not in host:
+            _check_dns_name(host)
     except ValueError as exc:  # UnicodeError included
         raise InvalidURI(f"{safe!r}: {exc}") from None
     user_info = None
@@ -108,6 +118,19 @@ def parse_url(url: str) -> WebSocketURL:
 def _ascii_host(host: str) -> str:
     # Names go to DNS and into the Host header in their ASCII form (RFC 5890 A-labels).
     return host if host.isascii() else host.encode("idna").decode("ascii")
+
+
+def _check_dns_name(host: str) -> None:
+    # RFC 1035 §2.3.4 / RFC 1123 §2.1: labels of 1 to 63 octets, 253 in all (one trailing
+    # dot allowed). The resolver's IDNA step would otherwise fail with a raw UnicodeError.
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253:
+        raise ValueError(f"host name longer than 253 characters ({len(name)})")
+    for label in name.split("."):
+        if not label:
+            raise ValueError(f"empty label in host name {host!r}")
+        if len(label) > 63:
+            raise ValueError(f"host name label longer than 63 characters: {label[:20]}...")
 
 
 def _basic_auth(user: str, password: str) -> str:
