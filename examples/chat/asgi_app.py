@@ -4,9 +4,9 @@
 
 Then open http://127.0.0.1:8080/ in two browser tabs. The page is a Starlette
 route; ``/ws`` runs the same ``ChatHandler`` class as stdlib_app.py, unchanged,
-through ws4web's ``WebSocketMiddleware`` (its plain callbacks run in a thread
-per connection, so the room's lock never blocks the event loop). On Ctrl-C the
-open chats are closed with 1001 (Going Away).
+through ws4web's ``WebSocketMiddleware`` (its plain callbacks are quick: they run
+on the event loop, and the hub writes to the room). On Ctrl-C the open chats are
+closed with 1001 (Going Away).
 """
 
 from __future__ import annotations
