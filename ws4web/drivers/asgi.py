@@ -45,6 +45,7 @@ import concurrent.futures
 import inspect
 import itertools
 import logging
+import os
 import queue
 import sys
 import threading
@@ -108,6 +109,8 @@ TRANSITIONS = {
 # What an outbox entry costs beyond its payload (dict, tuple, deque slot): charged
 # against max_send_buffer so that many tiny messages count as memory.
 _ENTRY_COST = 64
+# Enum members read as module globals: State.OPEN costs a class attribute lookup each time.
+_CONNECTING, _OPEN, _CLOSING, _CLOSED = State.CONNECTING, State.OPEN, State.CLOSING, State.CLOSED
 _TEXT = Opcode.TEXT
 _monotonic = time.monotonic
 
@@ -217,10 +220,16 @@ class Watchdog:
     One per loop, started with its first connection. The door's task marks a
     callback's start (``serial``, ``plan``) and end (``plan = None``): attribute
     writes, no wake-up per message. This thread looks every ``budget / 2``
-    while callbacks run and rests after a quiet second. It counts the
-    callback's own time only: where Linux tells (``/proc/.../schedstat``), the
-    time the thread waited to be scheduled is taken out, so a busy machine
-    does not make a quick callback look blocking.
+    while callbacks run, and rests after a quiet second.
+
+    It counts the callback's *own* time: where Linux tells
+    (``/proc/.../schedstat``), the time the loop thread waited for a CPU is
+    taken out. And it confirms before it decides: a quick callback may also
+    look long because the loop thread waited for the GIL, which this very
+    thread had asked for (Python makes the holder wait until the asker runs,
+    and on a busy machine that can take a while). So after a first overrun it
+    lets go of the GIL for one more budget: a callback that only waited
+    finishes meanwhile; one that blocks is still there, asleep or on the CPU.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -235,11 +244,21 @@ class Watchdog:
         self._thread.start()
 
     def _watch(self) -> None:
+        try:
+            fd: int | None = os.open(self._schedstat, os.O_RDONLY)
+        except OSError:
+            fd = None
+        try:
+            self._watch_loop(fd)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _watch_loop(self, fd: int | None) -> None:
         poll = 0.005
         quiet = 0
-        seen = -1
-        since = 0.0
-        waited = 0.0
+        seen = done = -1  # the callback being timed; the last one judged
+        since = (0.0, 0.0)
         while True:
             loop = self._loop()
             if loop is None or loop.is_closed():
@@ -264,21 +283,37 @@ class Watchdog:
             quiet = 0
             poll = plan.budget / 2
             serial = self.serial
-            if serial != seen:
-                seen, since, waited = serial, _monotonic(), self._run_queue_time()
+            if serial == done:
                 continue
-            own = _monotonic() - since - (self._run_queue_time() - waited)
-            if own >= plan.budget and self.plan is plan and self.serial == serial:
-                plan.found_blocking(f"held the event loop thread for over {plan.budget * 1000:.0f} ms")
-                seen = -2  # not again for this callback
+            if serial != seen:
+                seen, since = serial, _own_clock(fd)
+                continue
+            if _own_clock(fd)[0] - since[0] < plan.budget:
+                continue
+            confirm = _own_clock(fd)
+            time.sleep(plan.budget)  # without the GIL: a callback that only waited for it ends now
+            if self.serial != serial or self.plan is not plan:
+                continue
+            if _own_clock(fd)[0] - confirm[0] < plan.budget / 2:
+                since = confirm  # it waited for a CPU all along: time it afresh
+                continue
+            held = (_monotonic() - since[1]) * 1000
+            budget = plan.budget * 1000
+            plan.found_blocking(f"held the event loop thread for over {held:.0f} ms (budget {budget:.0f} ms)")
+            done = serial
 
-    def _run_queue_time(self) -> float:
-        """Seconds the loop thread has waited to be scheduled (0 where Linux does not say)."""
-        try:
-            with open(self._schedstat, "rb") as stat:
-                return int(stat.read().split()[1]) / 1e9
-        except (OSError, ValueError, IndexError):
-            return 0.0
+
+def _own_clock(fd: int | None) -> tuple[float, float]:
+    """(seconds the loop thread was not waiting for a CPU, now): ``now`` minus its run-queue
+    wait where Linux tells (``fd``: its schedstat), ``now`` itself elsewhere."""
+    now = _monotonic()
+    if fd is None:
+        return now, now
+    try:
+        waited = int(os.pread(fd, 128, 0).split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return now, now
+    return now - waited, now
 
 
 _watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = weakref.WeakKeyDictionary()
@@ -302,8 +337,8 @@ class _Close:
     """Inbox item: deliver the close (the connection has ended)."""
 
 
-_OPEN = _Open()
-_CLOSE = _Close()
+_OPENED = _Open()
+_ENDED = _Close()
 _Item = Message | _Open | _Close
 
 
@@ -338,7 +373,7 @@ class ASGIDriver:
         self._callbacks = callbacks
         self._handler: Handler | None = None
         self._task: asyncio.Task[Any] | None = None
-        self._state = State.CONNECTING
+        self._state = _CONNECTING
         self._close_code: int = CloseCode.ABNORMAL_CLOSURE
         self._close_reason = ""
         self._sent_code: int | None = None
@@ -387,7 +422,7 @@ class ASGIDriver:
     @property
     def closed(self) -> bool:
         """True once the server reported the end (or we gave up waiting for it)."""
-        return self._state is State.CLOSED
+        return self._state is _CLOSED
 
     @property
     def close_code(self) -> int:
@@ -436,7 +471,7 @@ class ASGIDriver:
         if extra:  # ASGI spec 2.1+; only sent when there are some
             event["headers"] = extra
         await self._send(event)
-        self._state = State.OPEN
+        self._state = _OPEN
 
     async def serve(self) -> None:
         """The door's task: deliver open, then each message, until the connection ends; then the close."""
@@ -471,7 +506,7 @@ class ASGIDriver:
                 self._failed = True
             await self._flush()
         else:
-            self._to_thread(_OPEN)
+            self._to_thread(_OPENED)
 
     async def _read(self) -> None:
         """Read events until the connection ends; deliver each message as it comes."""
@@ -484,14 +519,14 @@ class ASGIDriver:
         assert handler is not None
         limit = self.limits.max_message_size
         max_queue = self.limits.max_queue
-        while self._state is not State.CLOSED:
+        while self._state is not _CLOSED:
             if self._messages >= max_queue:
                 await self._wait_for_room()
                 continue
             event = await receive()
             kind = event["type"]
             if kind == "websocket.receive":
-                if self._state is not State.OPEN or self._failed:
+                if self._state is not _OPEN or self._failed:
                     continue  # after our close (or a failed hook) nothing received is wanted
                 text = event.get("text")
                 message = BinaryMessage(event.get("bytes") or b"") if text is None else TextMessage(text)
@@ -526,16 +561,18 @@ class ASGIDriver:
                     if replies:
                         # Its replies, straight to the server: nobody else was writing when
                         # they were queued. (Threads read _writing under the lock, and look
-                        # again after queueing: claiming and releasing it here needs none.)
-                        self._replies = []
+                        # again after queueing: claiming and releasing it here needs none.
+                        # Only this task's inline callbacks add to the list.)
                         self._writing = True
                         for reply in replies:
                             try:
                                 await send(reply)
                             except BaseException as exc:
+                                replies.clear()
                                 self._send_failed(exc)
                                 break
                         else:
+                            replies.clear()
                             self._writing = False
                             if self._out:  # queued by others meanwhile
                                 self._writing = True
@@ -549,7 +586,7 @@ class ASGIDriver:
                         pass  # the peer left while the callback was sending: not the handler's fault
                     except Exception:
                         self._hook_raised()
-                    if self._replies or self._out or self._writing:
+                    if self._out or self._writing:
                         await self._flush()
                 else:
                     self._to_thread(message)
@@ -605,7 +642,7 @@ class ASGIDriver:
                     return
                 self._ended = True
         if to_thread:
-            self._to_thread(_CLOSE)
+            self._to_thread(_ENDED)
             return
         try:
             if how is AWAIT:
@@ -641,7 +678,7 @@ class ASGIDriver:
 
             self.loop.create_task(close_hook())
             return
-        self._to_thread(_CLOSE)
+        self._to_thread(_ENDED)
 
     async def _awaited_close(self) -> None:
         callback = self._callbacks.closed
@@ -666,14 +703,14 @@ class ASGIDriver:
         with self._state_lock:
             if self._ended:
                 return
-            if item is _CLOSE:
+            if item is _ENDED:
                 self._ended = True
             self._inbox.append(item)
             if type(item) is not _Open and type(item) is not _Close:
                 self._messages += 1
             if self._cond is not None and self._waiters:
                 self._cond.notify_all()
-                if item is not _CLOSE:
+                if item is not _ENDED:
                     return  # a recv() waiter takes it
             if self._runner is not IDLE:
                 return
@@ -696,7 +733,7 @@ class ASGIDriver:
     def _deliver_in_thread(self, item: _Item) -> None:
         handler = self._handler
         assert handler is not None
-        if item is _CLOSE:
+        if item is _ENDED:
             try:
                 if self.plan.close is AWAIT:
                     self._await_from_thread(self._awaited_close())
@@ -707,7 +744,7 @@ class ASGIDriver:
             return
         if self._failed:
             return
-        if item is _OPEN:
+        if item is _OPENED:
             ok = handler.handle_open()
         elif isinstance(item, Message):
             if self.plan.message is AWAIT:
@@ -756,7 +793,7 @@ class ASGIDriver:
         if self._in_hook and not self._out and not self._writing and threading.get_ident() == self._loop_thread:
             # An inline callback's reply, nothing else queued: the door's task sends it
             # right after the callback, before the next receive().
-            if self._state is not State.OPEN:
+            if self._state is not _OPEN:
                 raise self._close_exc()
             self._replies.append(event)
             return
@@ -799,10 +836,10 @@ class ASGIDriver:
         limit = self.limits.max_send_buffer
         with self._lock:
             if closing:
-                if self._state is not State.OPEN:
+                if self._state is not _OPEN:
                     return False
-                self._state = State.CLOSING  # from now on send() raises, as in the core
-            elif self._state is not State.OPEN:
+                self._state = _CLOSING  # from now on send() raises, as in the core
+            elif self._state is not _OPEN:
                 raise self._close_exc()
             elif on_loop and not own and self._out_size + _ENTRY_COST * len(self._out) > limit:
                 raise SendQueueFull(
@@ -826,7 +863,7 @@ class ASGIDriver:
 
     def _wait_for_room_in_thread(self, limit: int) -> None:
         with self._lock:
-            while self._out_size + _ENTRY_COST * len(self._out) > limit and self._state is not State.CLOSED:
+            while self._out_size + _ENTRY_COST * len(self._out) > limit and self._state is not _CLOSED:
                 if self._drained is None:
                     self._drained = threading.Condition(self._lock)
                 self._drained.wait(1.0)
@@ -841,29 +878,15 @@ class ASGIDriver:
         self.loop.create_task(self._write_out())
 
     async def _flush(self) -> None:
-        """Loop thread: return once everything queued so far is written (or dropped)."""
-        replies = self._replies
-        if replies:
-            # An inline callback's replies: nobody else was writing when they were queued.
-            # (Threads only read _writing, under the lock: claiming it needs none.)
-            self._replies = []
-            self._writing = True
-            send = self._send
-            for event in replies:
-                try:
-                    await send(event)
-                except BaseException as exc:
-                    self._send_failed(exc)
-                    return
-            await self._write_out()  # what was queued meanwhile; releases the claim
-        elif self._writing:
+        """Loop thread: return once everything in the outbox so far is written (or dropped)."""
+        if self._writing:
             await self._written_through(self._queued)
         elif self._out:
             self._writing = True
             await self._write_out()
 
     async def _written_through(self, seq: int) -> None:
-        if self._written >= seq or self._state is State.CLOSED:
+        if self._written >= seq or self._state is _CLOSED:
             return
         future = self.loop.create_future()
         self._seq_waiters.append((seq, future))
@@ -896,7 +919,7 @@ class ASGIDriver:
                     if room and self._drained is not None:
                         self._drained.notify_all()
                 written = event
-                if out and self._state is not State.CLOSED:
+                if out and self._state is not _CLOSED:
                     event, size = out.popleft()
                 else:
                     self._writing = False
@@ -933,7 +956,7 @@ class ASGIDriver:
         if threading.get_ident() != self._loop_thread:
             raise RuntimeError("asend() is awaited on the server's event loop; use send() from threads")
         event, size = _send_event(data, binary)
-        if self._state is not State.OPEN:
+        if self._state is not _OPEN:
             raise self._close_exc()
         if not self._writing and not self._out and not self._replies:
             # Nothing queued, nobody writing: straight to the server, from this task.
@@ -949,12 +972,12 @@ class ASGIDriver:
                 await self._write_out()
             return
         limit = self.limits.max_send_buffer
-        while self._out_size + _ENTRY_COST * len(self._out) > limit and self._state is State.OPEN:
+        while self._out_size + _ENTRY_COST * len(self._out) > limit and self._state is _OPEN:
             future = self.loop.create_future()
             self._room_waiters.append(future)
             await future
         with self._lock:
-            if self._state is not State.OPEN:
+            if self._state is not _OPEN:
                 raise self._close_exc()
             self._out.append((event, size))
             self._out_size += size
@@ -985,19 +1008,19 @@ class ASGIDriver:
         await self._flush()
         if asyncio.current_task() is self._task:
             # Called from a callback the door's task awaits: nobody else reads, so read here.
-            while self._state is not State.CLOSED:
+            while self._state is not _CLOSED:
                 event = await self._receive()
                 if event["type"] == "websocket.disconnect":
                     self._end(int(event.get("code") or CloseCode.NO_STATUS_RCVD), str(event.get("reason") or ""))
             return
-        if self._state is not State.CLOSED:
+        if self._state is not _CLOSED:
             if self._closed_waiter is None:
                 self._closed_waiter = self.loop.create_future()
             await asyncio.shield(self._closed_waiter)
 
     def _arm_close_timer(self) -> None:
         timeout = self.limits.close_timeout
-        if timeout is not None and self._close_timer is None and self._state is not State.CLOSED:
+        if timeout is not None and self._close_timer is None and self._state is not _CLOSED:
             # RFC 6455 §7.1.1: do not wait forever for the peer's end of the handshake.
             self._close_timer = self.loop.call_later(timeout, self._give_up)
 
@@ -1014,7 +1037,7 @@ class ASGIDriver:
             self._call_soon(self._abort)
 
     def _abort(self) -> None:
-        if self._state is State.CLOSED:
+        if self._state is _CLOSED:
             return
         self._end(CloseCode.ABNORMAL_CLOSURE, "")
         self._interrupt()
@@ -1029,14 +1052,14 @@ class ASGIDriver:
     def _end(self, code: int, reason: str) -> None:
         """Loop thread: the connection has ended; fail what waits on it."""
         with self._lock:
-            if self._state is State.CLOSED:
+            if self._state is _CLOSED:
                 return
-            self._state = State.CLOSED
+            self._state = _CLOSED
             self._close_code = code
             self._close_reason = reason
             dropped = len(self._out) + len(self._replies)
             self._out.clear()
-            self._replies = []
+            self._replies.clear()
             self._out_size = 0
             if self._drained is not None:
                 self._drained.notify_all()
@@ -1094,7 +1117,7 @@ class ASGIDriver:
                         inbox.popleft()
                         self._room_made()
                         return head
-                    if head is _CLOSE or (head is None and self._state is State.CLOSED):
+                    if head is _ENDED or (head is None and self._state is _CLOSED):
                         raise self._close_exc()
                     # Empty, or open() not delivered yet: its runner goes first.
                     if deadline is None:
