@@ -361,7 +361,8 @@ class Ws4pyEcho(WebSocket):
 
 
 def test_ws4py_constructor_echoes(server: Server) -> None:
-    url = server.mount(WebSocketASGIApp(Ws4pyEcho, max_message_size=2**16, close_timeout=5.0))
+    # The limits are the door's: none of them reaches the constructor.
+    url = server.mount(WebSocketASGIApp(Ws4pyEcho, max_message_size=2**16, close_timeout=5.0, max_queue=8))
     with client(url) as ws:
         ws.send("ws4py")
         assert ws.recv(timeout=TIMEOUT) == TextMessage("ws4py")

@@ -605,3 +605,22 @@ def test_fragments_are_joined_and_messages_keep_their_type() -> None:
         await conn.ended()
 
     run(main)
+
+
+def test_no_watchdog_thread_outlives_the_connections() -> None:
+    def watchdogs() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "ws4web-asgi-watchdog"]
+
+    async def main() -> None:
+        conn = await serve(Recorder(), Plan("Recorder"))
+        conn.server.message("x")
+        await conn.server.until(lambda: conn.server.payloads() == ["x"])
+        assert watchdogs()  # one watches the loop while it has connections
+        conn.server.disconnect()
+        await conn.ended()
+
+    run(main)
+    deadline = time.monotonic() + TIMEOUT
+    while watchdogs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not watchdogs()  # an idle process holds no watchdog thread

@@ -217,10 +217,11 @@ THREADS = Spares("ws4web-asgi")
 class Watchdog:
     """Notices an inline callback that holds its event loop thread past its plan's budget.
 
-    One per loop, started with its first connection. The door's task marks a
-    callback's start (``serial``, ``plan``) and end (``plan = None``): attribute
-    writes, no wake-up per message. This thread looks every ``budget / 2``
-    while callbacks run, and rests after a quiet second.
+    One per loop, while the loop has connections (:func:`watching`). The door's
+    task marks a callback's start (``serial``, ``plan``) and end (``plan =
+    None``): attribute writes, no wake-up per message. This thread looks every
+    ``budget / 2`` while callbacks run, rests after a quiet second, and ends
+    after a quiet second without connections.
 
     It counts the callback's *own* time: where Linux tells
     (``/proc/.../schedstat``), the time the loop thread waited for a CPU is
@@ -238,6 +239,7 @@ class Watchdog:
         self.plan: Plan | None = None
         self.resting = False
         self.wake = threading.Event()
+        self.users = 0  # connections being served (under _watchdogs_lock)
         self._loop = weakref.ref(loop)
         self._schedstat = f"/proc/self/task/{threading.get_native_id()}/schedstat"
         self._thread = threading.Thread(target=self._watch, name="ws4web-asgi-watchdog", daemon=True)
@@ -254,22 +256,29 @@ class Watchdog:
             if fd is not None:
                 os.close(fd)
 
+    def _retire(self) -> bool:
+        """Resting and quiet: end if the loop has no connection left (or is gone)."""
+        with _watchdogs_lock:
+            loop = self._loop()
+            if self.users and loop is not None and not loop.is_closed():
+                return False
+            if loop is not None and _watchdogs.get(loop) is self:
+                del _watchdogs[loop]
+            return True
+
     def _watch_loop(self, fd: int | None) -> None:
         poll = 0.005
         quiet = 0
         seen = done = -1  # the callback being timed; the last one judged
         since = (0.0, 0.0)
         while True:
-            loop = self._loop()
-            if loop is None or loop.is_closed():
-                return
-            del loop
             if quiet * poll > 1.0:
                 # Resting is announced before looking at plan, and the door's task sets
                 # plan before looking at resting: one sees the other.
                 self.resting = True
-                if self.plan is None:
-                    self.wake.wait(30.0)  # then look whether the loop is still there
+                while self.plan is None and not self.wake.wait(1.0):
+                    if self._retire():
+                        return
                 self.wake.clear()
                 self.resting = False
                 quiet = 0
@@ -320,13 +329,20 @@ _watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = wea
 _watchdogs_lock = threading.Lock()
 
 
-def watchdog(loop: asyncio.AbstractEventLoop) -> Watchdog:
-    """The watchdog of ``loop`` (call on the loop's thread)."""
+def watching(loop: asyncio.AbstractEventLoop) -> Watchdog:
+    """The watchdog of ``loop`` for one more connection (call on the loop's thread; then :func:`unwatch`)."""
     with _watchdogs_lock:
         watch = _watchdogs.get(loop)
         if watch is None:
             watch = _watchdogs[loop] = Watchdog(loop)
+        watch.users += 1
         return watch
+
+
+def unwatch(watch: Watchdog) -> None:
+    """One connection fewer for ``watch``."""
+    with _watchdogs_lock:
+        watch.users -= 1
 
 
 class _Open:
@@ -366,13 +382,13 @@ class ASGIDriver:
         #: the door's: called once, after the handler's closed() returned
         self.on_ended: Callable[[], object] | None = None
         self._loop_thread = threading.get_ident()
-        self._watch = watchdog(self.loop)
         self._receive = receive
         self._send = send
         self._log = log
         self._callbacks = callbacks
         self._handler: Handler | None = None
         self._task: asyncio.Task[Any] | None = None
+        self._background: asyncio.Task[None] | None = None  # the last writer or close task (held: not collected)
         self._state = _CONNECTING
         self._close_code: int = CloseCode.ABNORMAL_CLOSURE
         self._close_reason = ""
@@ -476,10 +492,11 @@ class ASGIDriver:
     async def serve(self) -> None:
         """The door's task: deliver open, then each message, until the connection ends; then the close."""
         task = self._task = asyncio.current_task()
+        watch = watching(self.loop)
         try:
             try:
                 await self._open()
-                await self._read()
+                await self._read(watch)
             except asyncio.CancelledError:
                 if not self._interrupted:
                     raise
@@ -487,15 +504,13 @@ class ASGIDriver:
                 if sys.version_info >= (3, 11) and task is not None:
                     task.uncancel()
             self._end(CloseCode.ABNORMAL_CLOSURE, "")  # (when the loop ended without a disconnect)
-            await self._deliver_close()
-        except asyncio.CancelledError:  # the server cancelled the app (its shutdown)
+            await self._deliver_close(watch)
+        except BaseException:  # the server cancelled the app (its shutdown), or a bug
             self._end(CloseCode.ABNORMAL_CLOSURE, "")
             self._deliver_close_later()
             raise
-        except BaseException:
-            self._end(CloseCode.ABNORMAL_CLOSURE, "")
-            self._deliver_close_later()
-            raise
+        finally:
+            unwatch(watch)
 
     async def _open(self) -> None:
         how = self.plan.open
@@ -508,12 +523,11 @@ class ASGIDriver:
         else:
             self._to_thread(_OPENED)
 
-    async def _read(self) -> None:
+    async def _read(self, watch: Watchdog) -> None:
         """Read events until the connection ends; deliver each message as it comes."""
         receive = self._receive
         send = self._send
         plan = self.plan
-        watch = self._watch
         on_message = self._callbacks.received_message if plan.message is AWAIT else None
         handler = self._handler
         assert handler is not None
@@ -632,7 +646,7 @@ class ASGIDriver:
 
     # -- the close hook ---------------------------------------------------------------------
 
-    async def _deliver_close(self) -> None:
+    async def _deliver_close(self, watch: Watchdog) -> None:
         """The connection has ended: the handler's closed(), after whatever is queued for it."""
         how = self.plan.close
         with self._state_lock:
@@ -650,7 +664,6 @@ class ASGIDriver:
             else:
                 handler = self._handler
                 assert handler is not None
-                watch = self._watch
                 watch.serial += 1
                 watch.plan = self.plan
                 if watch.resting:
@@ -676,7 +689,7 @@ class ASGIDriver:
                 finally:
                     self._ended_hook()
 
-            self.loop.create_task(close_hook())
+            self._background = self.loop.create_task(close_hook())
             return
         self._to_thread(_ENDED)
 
@@ -875,7 +888,7 @@ class ASGIDriver:
             if self._writing or not self._out:
                 return
             self._writing = True
-        self.loop.create_task(self._write_out())
+        self._background = self.loop.create_task(self._write_out())
 
     async def _flush(self) -> None:
         """Loop thread: return once everything in the outbox so far is written (or dropped)."""
