@@ -16,10 +16,10 @@ task. A plain one runs *inline* on the loop thread, no thread hop, watched by
 the :class:`Watchdog` — except ``opened()``, where pull style lives, which runs
 in a *thread* once; and except every plain callback of a class found
 *blocking*, which from then on runs in a thread. A class is found blocking
-when one of its inline callbacks holds the loop thread past the plan's
-``budget`` (its own time, on the CPU or asleep — not the time the system gave
-other threads), or calls on the loop thread a method that would wait
-(``recv()``, ``wait_closed()``). The door logs one WARNING naming the class.
+when the watchdog finds one of its inline callbacks holding the loop thread
+for a ``budget`` of its own time (on the CPU or asleep — not the time the
+system gave other threads), or when one calls on the loop thread a method that
+would wait (``recv()``, ``wait_closed()``). One WARNING names the class.
 The callback that overran held the loop for as long as it ran: that is the
 price of quick callbacks without a thread hop (docs/adapters-asgi.md).
 
@@ -109,6 +109,8 @@ TRANSITIONS = {
 # What an outbox entry costs beyond its payload (dict, tuple, deque slot): charged
 # against max_send_buffer so that many tiny messages count as memory.
 _ENTRY_COST = 64
+#: The watchdog looks in on its loop every LOOKS budgets (see Watchdog).
+LOOKS = 5
 # Enum members read as module globals: State.OPEN costs a class attribute lookup each time.
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = State.CONNECTING, State.OPEN, State.CLOSING, State.CLOSED
 _TEXT = Opcode.TEXT
@@ -219,18 +221,20 @@ class Watchdog:
 
     One per loop, while the loop has connections (:func:`watching`). The door's
     task marks a callback's start (``serial``, ``plan``) and end (``plan =
-    None``): attribute writes, no wake-up per message. This thread looks every
-    ``budget / 2`` while callbacks run, rests after a quiet second, and ends
-    after a quiet second without connections.
+    None``): attribute writes, no wake-up per message. This thread looks in
+    every :data:`LOOKS` budgets; when it finds a callback running, it lets go
+    of the GIL for one budget and looks again: a quick callback has ended
+    meanwhile, even one that had to wait for the GIL this thread took to look
+    (Python makes the holder wait until the asker runs, which on a busy
+    machine takes a while). One still there after a budget of its own time
+    (on the CPU or asleep: where Linux tells, in ``/proc/.../schedstat``, the
+    time the loop thread waited for a CPU does not count) is blocking.
 
-    It counts the callback's *own* time: where Linux tells
-    (``/proc/.../schedstat``), the time the loop thread waited for a CPU is
-    taken out. And it confirms before it decides: a quick callback may also
-    look long because the loop thread waited for the GIL, which this very
-    thread had asked for (Python makes the holder wait until the asker runs,
-    and on a busy machine that can take a while). So after a first overrun it
-    lets go of the GIL for one more budget: a callback that only waited
-    finishes meanwhile; one that blocks is still there, asleep or on the CPU.
+    Looking in rarely keeps this thread's cost per message near nothing (each
+    look is a thread switch); the price is that a callback that blocks for
+    less than a few budgets may stall the loop a few times before it is seen.
+    It rests after a quiet second, and ends after a quiet second without
+    connections.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -267,12 +271,11 @@ class Watchdog:
             return True
 
     def _watch_loop(self, fd: int | None) -> None:
-        poll = 0.005
-        quiet = 0
-        seen = done = -1  # the callback being timed; the last one judged
-        since = (0.0, 0.0)
+        period = LOOKS * Plan.budget
+        quiet = 0.0  # seconds without a callback seen
+        done = -1  # the last callback found blocking
         while True:
-            if quiet * poll > 1.0:
+            if quiet > 1.0:
                 # Resting is announced before looking at plan, and the door's task sets
                 # plan before looking at resting: one sees the other.
                 self.resting = True
@@ -281,34 +284,28 @@ class Watchdog:
                         return
                 self.wake.clear()
                 self.resting = False
-                quiet = 0
-                continue
-            self.wake.wait(poll)
+                quiet = 0.0
+            else:
+                self.wake.wait(period)
             plan = self.plan
             if plan is None:
-                quiet += 1
-                seen = -1
+                quiet += period
                 continue
-            quiet = 0
-            poll = plan.budget / 2
+            quiet = 0.0
+            period = LOOKS * plan.budget
             serial = self.serial
             if serial == done:
                 continue
-            if serial != seen:
-                seen, since = serial, _own_clock(fd)
-                continue
-            if _own_clock(fd)[0] - since[0] < plan.budget:
-                continue
-            confirm = _own_clock(fd)
-            time.sleep(plan.budget)  # without the GIL: a callback that only waited for it ends now
+            start = _own_clock(fd)
+            time.sleep(plan.budget)  # without the GIL: a quick callback ends now
             if self.serial != serial or self.plan is not plan:
                 continue
-            if _own_clock(fd)[0] - confirm[0] < plan.budget / 2:
-                since = confirm  # it waited for a CPU all along: time it afresh
-                continue
-            held = (_monotonic() - since[1]) * 1000
-            budget = plan.budget * 1000
-            plan.found_blocking(f"held the event loop thread for over {held:.0f} ms (budget {budget:.0f} ms)")
+            if _own_clock(fd)[0] - start[0] < plan.budget / 2:
+                continue  # it waited for a CPU: look again later
+            held = (_monotonic() - start[1]) * 1000
+            plan.found_blocking(
+                f"held the event loop thread for over {held:.0f} ms (budget {plan.budget * 1000:.0f} ms)"
+            )
             done = serial
 
 
