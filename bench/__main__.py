@@ -78,6 +78,7 @@ TARGETS = [
     Target("ws4web-cherrypy", "ws4web_cherrypy"),
     Target("ws4web-gevent", "ws4web_gevent"),
     Target("ws4web-asgi", "ws4web_asgi"),
+    Target("ws4web-asgi-async", "ws4web_asgi", env={"WS4WEB_ASGI_ASYNC": "1"}),
     Target("websockets-sync", "websockets_sync"),
     Target("websockets-asyncio", "websockets_asyncio"),
     Target("ws4py-cherrypy", "ws4py_cherrypy"),

@@ -85,7 +85,11 @@ _EXTERNAL = (
 _ROLES = ("py:class", "py:obj", "py:exc", "py:data", "py:mod", "py:func", "py:meth", "py:attr")
 nitpick_ignore_regex = [(role, pattern) for role in _ROLES for pattern in _EXTERNAL]
 # TypeVars in signatures have no page to link to.
-nitpick_ignore = [("py:class", "ws4web.upgrade.W"), ("py:class", "ws4web.upgrade.T"), ("py:class", "ws4web.adapters.flask.W")]
+nitpick_ignore = [
+    ("py:class", "ws4web.upgrade.W"),
+    ("py:class", "ws4web.upgrade.T"),
+    ("py:class", "ws4web.adapters.flask.W"),
+]
 
 # -- HTML ----------------------------------------------------------------------------
 # furo when installed (the docs extra installs it), else Sphinx's built-in theme.

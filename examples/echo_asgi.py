@@ -3,11 +3,13 @@
     python examples/echo_asgi.py --port 9001 [--host 127.0.0.1]
 
 Echoes every message back unchanged, on any path, with the same ``Echo`` handler
-class as examples/echo_stdlib.py (its callback runs in a thread); quiet except
-for errors. With WS4WEB_ASGI_ASYNC=1 in the environment the handler is
-``AsyncEcho`` instead, whose ``async def`` callback runs on the event loop
-(``compliance/run.py --env WS4WEB_ASGI_ASYNC=1`` compares the two). On Ctrl-C /
-SIGTERM clients get 1001 (Going Away) rather than uvicorn's own 1012.
+class as examples/echo_stdlib.py (its plain callback runs on the event loop
+thread, under the adapter's watchdog); quiet except for errors. With
+WS4WEB_ASGI_ASYNC=1 in the environment the handler is ``AsyncEcho`` instead,
+whose ``async def`` callback is awaited on the loop (``compliance/run.py --env
+WS4WEB_ASGI_ASYNC=1`` compares the two). uvicorn takes its message size bound
+from the app (``ws_max_size``); on Ctrl-C / SIGTERM clients get 1001 (Going
+Away) rather than uvicorn's own 1012.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class Echo(WebSocket):
 class AsyncEcho(WebSocket):
     # The ASGI adapter awaits async def callbacks; the base class declares them plain.
     async def received_message(self, message: Message) -> None:  # type: ignore[override]
-        await self.connection.asend(message)
+        await self.asend(message)
 
 
 def main() -> None:
@@ -45,7 +47,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     handler = AsyncEcho if os.environ.get("WS4WEB_ASGI_ASYNC") == "1" else Echo
     app = WebSocketASGIApp(handler, max_message_size=MAX_SIZE)
-    server = uvicorn_server(app, host=args.host, port=args.port, log_level="warning", ws_max_size=MAX_SIZE)
+    server = uvicorn_server(app, host=args.host, port=args.port, log_level="warning")
     server.run()
 
 

@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .auth import Authenticator, OriginPolicy, Origins
+from .auth import Authenticator, OriginPolicy, Origins, check_origin
 from .drivers import DEFAULT_LIMITS, LIMIT_NAMES, Limits
 from .exceptions import InvalidHandshake, InvalidMessage, RequestAnswered
 from .extensions.base import Extension, ServerExtensionFactory
 from .frames import CloseCode
-from .handshake import Accepted, SubprotocolSelector, accept, reject
-from .http11 import MAX_HEADERS, MAX_LINE, Request, Response
+from .handshake import Accepted, SubprotocolSelector, accept, check_host_field, check_version, reject
+from .http11 import MAX_HEADERS, MAX_LINE, Headers, Request, Response
 from .logs import ConnectionLog, redact_target
 from .protocol import SERVER, Protocol
 from .websocket import WebSocket
@@ -177,14 +177,14 @@ class AcceptPolicy:
 
     # -- the decision ------------------------------------------------------------------
 
-    def evaluate(self, request: Request) -> Accepted:
+    def evaluate(self, request: Request, *, server_checked: bool = False) -> Accepted:
         """Accept ``request`` or raise the InvalidHandshake to answer it with.
 
         The order is fixed: ``process_request`` (its Response comes back as
         :class:`~ws4web.exceptions.RequestAnswered`), then the RFC 6455 rules
         and the request's shape (no body, single key and version), then the
         Origin allow-list, then ``authenticate``, then subprotocol and extension
-        negotiation.
+        negotiation. ``server_checked``: see :meth:`negotiate`.
         """
         if self.process_request is not None:
             answer = self.process_request(request)
@@ -192,23 +192,43 @@ class AcceptPolicy:
                 raise RequestAnswered(
                     f"answered by process_request with {answer.status}", response=answer, status=answer.status
                 )
-        return self.negotiate(request)
+        return self.negotiate(request, server_checked=server_checked)
 
-    def negotiate(self, request: Request) -> Accepted:
+    def negotiate(self, request: Request, *, server_checked: bool = False) -> Accepted:
         """Everything :meth:`evaluate` does after ``process_request`` (for doors that
-        must await an async ``process_request`` themselves)."""
+        must await an async ``process_request`` themselves).
+
+        ``server_checked=True`` is for doors whose server validated the upgrade and
+        sends the 101 itself (ASGI): the RFC 6455 §4.2.1 rules are the server's and
+        are skipped here, the rest runs in the same order, and ``Accepted.response``
+        is not meant to be sent.
+        """
         if len(request.headers) > self.max_headers:
             raise InvalidMessage(f"more than {self.max_headers} headers", status=431)
         for name, value in request.headers:
             if len(name) + len(value) + 2 > self.max_line:
                 raise InvalidMessage(f"header line longer than {self.max_line} bytes", status=431)
+        origins, authenticate = self.origins, self.authenticate
+        if server_checked:
+            if request.version.startswith("HTTP/1."):
+                # uvicorn 0.55 was seen to upgrade a request with no Host: these two
+                # rules hold on every door that can see them.
+                check_version(request)
+                check_host_field(request)
+            # The hooks see the request as it came; handshake.accept, which starts with
+            # the RFC checks, only negotiates, on a copy with those fields in order.
+            if origins is not None:
+                check_origin(request, origins)
+            if authenticate is not None:
+                authenticate(request)
+            request, origins, authenticate = _upgrade_in_order(request), None, None
         return accept(
             request,
             subprotocols=self.subprotocols,
             select_subprotocol=self.select_subprotocol,
             extensions=self.extensions,
-            origins=self.origins,
-            authenticate=self.authenticate,
+            origins=origins,
+            authenticate=authenticate,
         )
 
     @staticmethod
@@ -253,6 +273,28 @@ _POLICY_NAMES = frozenset(
         "max_headers",
     }
 )
+
+# The fields RFC 6455 §4.2.1 rules on (and the body ones, a smuggling guard for
+# doors that read frames from the socket themselves).
+_UPGRADE_FIELDS = frozenset(
+    {"upgrade", "connection", "host", "sec-websocket-key", "sec-websocket-version"}
+    | {"transfer-encoding", "content-length"}
+)
+
+
+def _upgrade_in_order(request: Request) -> Request:
+    """``request`` as handshake.accept wants it, for a server that validated it already."""
+    headers = Headers((n, v) for n, v in request.headers if n.lower() not in _UPGRADE_FIELDS)
+    for name, value in (
+        ("Host", request.headers.get("Host") or "localhost"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA=="),  # a placeholder: the server answers the real one
+        ("Sec-WebSocket-Version", "13"),
+    ):
+        headers.add(name, value)
+    return Request("GET", request.path, headers, "HTTP/1.1")
+
 
 def log_refusal(log: ConnectionLog, target: str, exc: InvalidHandshake) -> None:
     """One line per refused handshake, the same on every door: INFO for a refusal,

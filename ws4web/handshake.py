@@ -85,21 +85,31 @@ def _single(headers: Headers, name: str) -> str | None:
     return values[0] if values else None
 
 
+def check_version(request: Request) -> None:
+    """RFC 6455 §4.2.1 item 1: an upgrade needs HTTP/1.1 or later."""
+    version = _HTTP_VERSION.fullmatch(request.version)
+    if version is None or (int(version[1]), int(version[2])) < (1, 1):
+        raise InvalidMessage(f"{request.version} cannot upgrade to WebSocket")
+
+
+def check_host_field(request: Request) -> None:
+    """RFC 6455 §4.2.1 item 2: a Host header field."""
+    if request.headers.get("Host") is None:
+        raise InvalidHeader("missing Host header")
+
+
 def check_request(request: Request) -> str:
     """Validate an upgrade request (RFC 6455 §4.2.1); return its Sec-WebSocket-Key."""
     if request.method != "GET":
         raise InvalidMethod(f"method {request.method} is not GET", headers=[("Allow", "GET")])
-    version = _HTTP_VERSION.fullmatch(request.version)
-    if version is None or (int(version[1]), int(version[2])) < (1, 1):  # §4.2.1 item 1
-        raise InvalidMessage(f"{request.version} cannot upgrade to WebSocket")
+    check_version(request)
     headers = request.headers
     # §4.2.1 items 3-4; tokens are case-insensitive and may sit in comma lists.
     if "websocket" not in (t.lower() for t in headers.tokens("Upgrade")):
         raise InvalidUpgrade("missing 'Upgrade: websocket'", headers=_UPGRADE_HEADERS)
     if "upgrade" not in (t.lower() for t in headers.tokens("Connection")):
         raise InvalidUpgrade("missing 'Connection: Upgrade'", headers=_UPGRADE_HEADERS)
-    if headers.get("Host") is None:  # §4.2.1 item 2
-        raise InvalidHeader("missing Host header")
+    check_host_field(request)
     # An upgrade request has no body (RFC 6455 §4.1: a GET, whose body has no meaning,
     # RFC 9110 §9.3.1). Whatever follows the head is WebSocket frames, so a body would
     # be read as frames: refuse it before any 101 (request smuggling).

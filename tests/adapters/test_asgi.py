@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import http.client
 import itertools
+import logging
+import os
 import queue
+import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -29,20 +33,25 @@ from ws4web import (
     connect,
 )
 from ws4web.adapters.asgi import (
-    ASGIConnection,
+    UNSUPPORTED_OPTIONS,
     UnsupportedByASGI,
     WebSocketASGIApp,
+    hypercorn_config,
     hypercorn_shutdown_trigger,
     uvicorn_server,
     websocket_route,
 )
 from ws4web.auth import basic_auth
+from ws4web.drivers.asgi import THREADS
 from ws4web.exceptions import Forbidden
 from ws4web.frames import Frame, Opcode
 from ws4web.http11 import Headers, Request, Response
 from ws4web.messages import Message
 
+from ..conftest import RawPeer
+
 TIMEOUT = 10.0
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -88,10 +97,10 @@ def start_uvicorn(app: ASGIApp, server_factory: Callable[..., Any] | None = None
     return Served("uvicorn", sock.getsockname()[1], stop)
 
 
-def start_hypercorn(app: ASGIApp, *, wrap_trigger: bool = False) -> Served:
+def start_hypercorn(app: ASGIApp, *, wrap_trigger: bool = False, config: Any = None) -> Served:
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = hypercorn.config.Config()
+    config = config or hypercorn.config.Config()
     config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the listening socket from here
     config.graceful_timeout = 2.0
     config.loglevel = "WARNING"
@@ -176,16 +185,12 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
 
 @pytest.fixture(autouse=True)
 def handler_threads_end() -> Iterator[None]:
-    """Every handler thread the adapter started during a test has ended shortly after it."""
+    """No hook is still running in one of the adapter's threads shortly after a test."""
     yield
-
-    def alive() -> list[str]:
-        return [t.name for t in threading.enumerate() if t.name.startswith("ws4web-asgi")]
-
     deadline = time.monotonic() + TIMEOUT
-    while alive() and time.monotonic() < deadline:
+    while THREADS.busy and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not alive(), f"handler threads still running: {alive()}"
+    assert THREADS.busy == 0, "a handler hook is still running in a thread"
 
 
 @contextmanager
@@ -325,6 +330,54 @@ def test_pull_style_handler(server: Server) -> None:
         ws.send(b"abc")
         assert ws.recv(timeout=TIMEOUT) == BinaryMessage(b"cba")
         ws.close()
+
+
+class PullEcho(WebSocket):
+    def opened(self):  # type: ignore[no-untyped-def]  # exactly as in the issue
+        for message in self:
+            self.send(message)
+
+
+def test_pull_style_echo_with_default_options(server: Server) -> None:
+    url = server.mount(WebSocketASGIApp(PullEcho))
+    with client(url) as ws:
+        for payload in ["one", b"two", "three"]:
+            ws.send(payload)
+            assert ws.recv(timeout=TIMEOUT).data == (payload.encode() if isinstance(payload, str) else payload)
+        ws.close()
+        assert ws.close_code == 1000
+
+
+class Ws4pyEcho(WebSocket):
+    """A handler written for ws4py, with its exact constructor."""
+
+    def __init__(self, sock, protocols=None, extensions=None, environ=None, heartbeat_freq=None):  # type: ignore[no-untyped-def]
+        WebSocket.__init__(self, sock, protocols, extensions, environ, heartbeat_freq)
+        self.ready = True
+
+    def received_message(self, message: Message) -> None:
+        assert self.ready
+        self.send(message)
+
+
+def test_ws4py_constructor_echoes(server: Server) -> None:
+    # The limits are the door's: none of them reaches the constructor.
+    url = server.mount(WebSocketASGIApp(Ws4pyEcho, max_message_size=2**16, close_timeout=5.0, max_queue=8))
+    with client(url) as ws:
+        ws.send("ws4py")
+        assert ws.recv(timeout=TIMEOUT) == TextMessage("ws4py")
+
+
+def test_unknown_option_fails_when_the_app_is_built() -> None:
+    with pytest.raises(TypeError, match="unknown option 'max_mesage_size'"):
+        WebSocketASGIApp(Echo, max_mesage_size=10)
+    with pytest.raises(TypeError, match="lacks"):
+
+        class Narrow(WebSocket):
+            def __init__(self, sock: Any) -> None:
+                super().__init__(sock)
+
+        WebSocketASGIApp(Narrow)
 
 
 def test_send_to_another_connection_from_a_handler_thread(server: Server) -> None:
@@ -559,7 +612,8 @@ def test_close_from_the_handler(server: Server) -> None:
         assert ws.recv(timeout=TIMEOUT).data == b"bye"
         exc = closed_by_server(ws)
         assert (exc.code, exc.reason) == (4001, "see you")
-    next_event(events, "closed")
+    # What the server reports once the client answered (docs/adapters-asgi.md, close codes).
+    assert next_event(events, "closed")[1] == (4001 if server.name == "uvicorn" else 1000)
 
 
 def test_client_close_reaches_closed(server: Server) -> None:
@@ -589,45 +643,54 @@ def test_terminate_ends_without_a_close_handshake(server: Server) -> None:
 # -- threads and the event loop -------------------------------------------------------------------------
 
 
-def test_slow_sync_callback_does_not_block_the_loop(server: Server) -> None:
-    entered = threading.Event()
+def test_a_blocking_callback_does_not_stall_other_connections(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    """Its first overrun holds the loop until the watchdog notices; then its class runs in threads."""
     release = threading.Event()
-    outcome: queue.Queue[bool] = queue.Queue()
+    blocked = threading.Event()
+    app: WebSocketASGIApp
 
-    class Slow(Echo):
+    class Blocking(Echo):
         def received_message(self, message: Message) -> None:
-            if message.data == b"block":
-                entered.set()
-                outcome.put(release.wait(TIMEOUT))  # True only if the test released it
-                time.sleep(0.2)  # and a plain sleep too, as slow handlers do
-                self.send("unblocked")
-            else:
-                super().received_message(message)
+            if message.data == b"warm up":  # holds the loop thread until its class is moved (bounded)
+                deadline = time.monotonic() + TIMEOUT
+                while not app.plan.blocking and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            elif message.data == b"block":
+                blocked.set()
+                release.wait(TIMEOUT)
+            super().received_message(message)
 
-    url = server.mount(WebSocketASGIApp(Slow))
-    with client(url) as a, client(url) as b:
+    app = WebSocketASGIApp(Blocking)
+    url = server.mount(app)
+    with caplog.at_level(logging.WARNING, logger="ws4web.drivers.asgi"), client(url) as a, client(url) as b:
+        a.send("warm up")
+        assert a.recv(timeout=TIMEOUT).data == b"warm up"
+        assert app.plan.blocking
         a.send("block")
-        assert entered.wait(TIMEOUT)
-        a.send("queued while blocked")
-        # A's callback holds its thread; B must still get answers, so the loop is free.
-        for i in range(5):
+        assert blocked.wait(TIMEOUT)
+        # A's callback blocks in a thread now: B's echoes arrive meanwhile.
+        for i in range(3):
             b.send(f"b{i}")
             assert b.recv(timeout=TIMEOUT).data == f"b{i}".encode()
+        assert not release.is_set()
+        a.send("queued while blocked")
         release.set()
-        assert outcome.get(timeout=TIMEOUT) is True
-        assert a.recv(timeout=TIMEOUT).data == b"unblocked"
+        assert a.recv(timeout=TIMEOUT).data == b"block"
         assert a.recv(timeout=TIMEOUT).data == b"queued while blocked"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "Blocking" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert re.match(r"Blocking held the event loop thread for over \d+ ms \(budget 10 ms\)", warnings[0])
 
 
 def test_async_callbacks_run_on_the_loop(server: Server) -> None:
     events: queue.Queue[tuple[Any, ...]] = queue.Queue()
 
     class AsyncEcho(WebSocket):
-        async def opened(self) -> None:
+        async def opened(self) -> None:  # type: ignore[override]
             events.put(("opened-thread", threading.current_thread().name))
-            await self.connection.asend("welcome")
+            await self.asend("welcome")
 
-        async def received_message(self, message: Message) -> None:
+        async def received_message(self, message: Message) -> None:  # type: ignore[override]
             if message.data == b"recv":
                 try:
                     self.recv(timeout=1)
@@ -637,9 +700,9 @@ def test_async_callbacks_run_on_the_loop(server: Server) -> None:
             if message.data == b"fail":
                 raise KeyError("fail")
             self.send("first " + str(message))  # from the loop thread: queued, in order
-            await self.connection.asend("second " + str(message))
+            await self.asend("second " + str(message))
 
-        async def closed(self, code: int, reason: str | None = None) -> None:
+        async def closed(self, code: int, reason: str | None = None) -> None:  # type: ignore[override]
             events.put(("closed", code, reason))
 
     url = server.mount(WebSocketASGIApp(AsyncEcho))
@@ -653,18 +716,18 @@ def test_async_callbacks_run_on_the_loop(server: Server) -> None:
         ws.send("fail")
         assert closed_by_server(ws).code == 1011
     _, thread_name = next_event(events, "opened-thread")
-    assert not thread_name.startswith("ws4web-asgi")  # not in a handler thread: on the loop
+    assert not thread_name.startswith("ws4web-asgi")  # not in a hook thread: on the loop
     next_event(events, "closed")
 
 
 def test_mixed_sync_and_async_callbacks(server: Server) -> None:
     class Mixed(WebSocket):
-        def opened(self) -> None:  # plain: runs in an executor thread and may block
+        def opened(self) -> None:  # plain: runs in a thread and may block
             time.sleep(0.05)
             self.send("sync opened")
 
-        async def received_message(self, message: Message) -> None:
-            await self.connection.asend(message)
+        async def received_message(self, message: Message) -> None:  # type: ignore[override]
+            await self.asend(message)
 
     url = server.mount(WebSocketASGIApp(Mixed))
     with client(url) as ws:
@@ -674,30 +737,6 @@ def test_mixed_sync_and_async_callbacks(server: Server) -> None:
 
 
 # -- what ASGI cannot carry -------------------------------------------------------------------------
-
-
-def test_capability_errors_are_raised(server: Server) -> None:
-    class Probe(WebSocket):
-        def received_message(self, message: Message) -> None:
-            operations: dict[str, Callable[[], Any]] = {
-                "ping": lambda: self.ping(b"x"),
-                "pong": lambda: self.pong(b"x"),
-                "send_frame": lambda: self.send_frame(Frame(Opcode.TEXT, b"x")),
-                "recv_frame": lambda: self.recv_frame(timeout=1),
-            }
-            try:
-                operations[str(message)]()
-            except UnsupportedByASGI as exc:
-                self.send(f"{type(exc).__name__}: {exc}")
-            else:
-                self.send("no error")
-
-    url = server.mount(WebSocketASGIApp(Probe))
-    with client(url) as ws:
-        for name in ("ping", "pong", "send_frame", "recv_frame"):
-            ws.send(name)
-            answer = str(ws.recv(timeout=TIMEOUT))
-            assert answer.startswith("UnsupportedByASGI: ws4web ASGI adapter: "), answer
 
 
 def test_uncaught_capability_error_closes_1011(server: Server) -> None:
@@ -710,15 +749,69 @@ def test_uncaught_capability_error_closes_1011(server: Server) -> None:
         assert closed_by_server(ws).code == 1011
 
 
-@pytest.mark.parametrize(
-    "option",
-    [{"extensions": [object()]}, {"heartbeat_freq": 5.0}, {"ping_interval": 5.0}, {"max_frame_size": 1024}],
-)
-def test_unsupported_handler_options_are_refused(option: dict[str, Any]) -> None:
+UNSUPPORTED_VALUES: dict[str, Any] = {
+    "extensions": [object()],
+    "heartbeat_freq": 5.0,
+    "ping_interval": 5.0,
+    "ping_timeout": 5.0,
+    "max_frame_size": 1024,
+    "handshake_timeout": 5.0,
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNSUPPORTED_OPTIONS))
+def test_unsupported_options_are_refused_when_the_app_is_built(name: str) -> None:
     with pytest.raises(UnsupportedByASGI) as info:
-        WebSocketASGIApp(Echo, **option)
+        WebSocketASGIApp(Echo, **{name: UNSUPPORTED_VALUES[name]})
     assert isinstance(info.value, NotImplementedError)
-    assert next(iter(option)) in str(info.value)
+    assert f"{name}=" in str(info.value)
+
+
+# Each handler method the capability table marks UnsupportedByASGI, and how to call it.
+UNSUPPORTED_METHODS: dict[str, Callable[[WebSocket], Any]] = {
+    "ping()": lambda h: h.ping(b"x"),
+    "pong()": lambda h: h.pong(b"x"),
+    "send_frame()": lambda h: h.send_frame(Frame(Opcode.TEXT, b"x")),
+    "recv_frame()": lambda h: h.recv_frame(timeout=1),
+}
+
+
+def capability_table() -> dict[str, str]:
+    """docs/adapters-asgi.md's capability table: feature cell -> answer cell."""
+    with open(os.path.join(ROOT, "docs", "adapters-asgi.md"), encoding="utf-8") as doc:
+        text = doc.read()
+    section = text.split("## Capabilities", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| handler feature")]
+    return {cells[1].strip(): cells[2].strip() for cells in (row.split("|") for row in rows) if len(cells) > 3}
+
+
+def test_the_capability_table_matches_the_code() -> None:
+    """The table (written once, in the docs) names exactly what the code refuses with UnsupportedByASGI."""
+    refused = {feature: answer for feature, answer in capability_table().items() if "UnsupportedByASGI" in answer}
+    named = set(re.findall(r"`([a-z_]+=?(?:\(\))?)`", " ".join(refused)))
+    assert named == {f"{name}=" for name in UNSUPPORTED_OPTIONS} | set(UNSUPPORTED_METHODS)
+
+
+def test_what_the_table_refuses_is_refused(server: Server) -> None:
+    answers: queue.Queue[str] = queue.Queue()
+
+    class Probe(WebSocket):
+        def received_message(self, message: Message) -> None:
+            try:
+                UNSUPPORTED_METHODS[str(message)](self)
+            except UnsupportedByASGI as exc:
+                answers.put(f"{type(exc).__name__}: {exc}")
+            else:
+                answers.put("no error")
+            self.send("next")
+
+    url = server.mount(WebSocketASGIApp(Probe))
+    with client(url) as ws:
+        for name in UNSUPPORTED_METHODS:
+            ws.send(name)
+            assert ws.recv(timeout=TIMEOUT).data == b"next"
+            answer = answers.get(timeout=TIMEOUT)
+            assert answer.startswith("UnsupportedByASGI: ws4web ASGI adapter: "), (name, answer)
 
 
 # -- non-WebSocket scopes -------------------------------------------------------------------------------
@@ -840,8 +933,8 @@ def test_starlette_test_client() -> None:
             self.send("hello " + (self.subprotocol or ""))
 
     class AsyncEcho(WebSocket):
-        async def received_message(self, message: Message) -> None:
-            await self.connection.asend(message)
+        async def received_message(self, message: Message) -> None:  # type: ignore[override]
+            await self.asend(message)
 
     app = Starlette(routes=[websocket_route("/ws", Hello, protocols=["p"]), websocket_route("/async", AsyncEcho)])
     with TestClient(app) as test_client:
@@ -854,25 +947,86 @@ def test_starlette_test_client() -> None:
             assert ws.receive_text() == "a"
 
 
-def test_connection_interface_matches_the_core() -> None:
-    from ws4web.connection import Connection
+# -- the door: one policy, one registry --------------------------------------------------------------------
 
-    wanted = [
-        "send_message",
-        "send_fragments",
-        "send_frame",
-        "ping",
-        "pong",
-        "close",
-        "abort",
-        "recv_message",
-        "recv_frame",
-        "closed",
-        "close_code",
-        "close_reason",
-        "wait_closed",
-        "state",
-    ]
-    for name in wanted:
-        assert hasattr(Connection, name), name
-        assert hasattr(ASGIConnection, name), name
+
+def test_refusals_are_logged_as_on_every_door(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    url = server.mount(WebSocketASGIApp(Echo, authenticate=basic_auth({"ann": "s3cret"})))
+    with caplog.at_level(logging.INFO, logger="ws4web.adapters.asgi"), pytest.raises(InvalidStatus):
+        connect(url, timeout=TIMEOUT)
+    lines = [r.getMessage() for r in caplog.records if r.name == "ws4web.adapters.asgi"]
+    refused = re.compile(r"\] handshake refused \(HTTP 401\) /t\d+: missing credentials$")
+    assert any(refused.search(line) for line in lines), lines
+
+
+def test_broadcast_reaches_every_open_connection(server: Server) -> None:
+    handler_cls, events = recording()
+    app = WebSocketASGIApp(handler_cls)
+    url = server.mount(app)
+    with client(url) as a, client(url) as b:
+        next_event(events, "opened")
+        next_event(events, "opened")
+        assert len(app.websockets) == 2
+        assert app.broadcast("to all") == 2  # from this (non-loop) thread
+        assert a.recv(timeout=TIMEOUT).data == b"to all"
+        assert b.recv(timeout=TIMEOUT).data == b"to all"
+        a.close()
+        next_event(events, "closed")
+        assert wait_for(lambda: len(app.websockets) == 1)
+
+
+def wait_for(predicate: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + TIMEOUT
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+# -- the message size bound is the server's ---------------------------------------------------------------
+
+
+def too_big_is_refused_early(port: int) -> int:
+    """Announce a 16 MiB message, send 64 KiB of it: the close code the server answers with."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        peer = RawPeer(sock)
+        peer.send(
+            f"GET /big HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        assert peer.read_head().startswith(b"HTTP/1.1 101")
+        header = struct.pack("!BBQ", 0x82, 0x80 | 127, 16 * 2**20) + b"\0\0\0\0"  # masked with a zero key
+        try:
+            peer.send(header + bytes(65536))
+        except OSError:  # the server closed while we were still sending: it did not wait for the rest
+            pass
+        return peer.read_data_frame().close_code
+
+
+def test_uvicorn_server_refuses_a_message_too_big_before_buffering_it() -> None:
+    delivered: queue.Queue[int] = queue.Queue()
+
+    class Sizes(WebSocket):
+        def received_message(self, message: Message) -> None:
+            delivered.put(len(message))
+
+    app = WebSocketASGIApp(Sizes, max_message_size=1024)
+    served = start_uvicorn(app, server_factory=uvicorn_server)
+    try:
+        # RFC 6455 §7.4.1: 1009. Had uvicorn not known the bound, it would wait for all 16 MiB.
+        assert too_big_is_refused_early(served.port) == 1009
+        assert delivered.empty()
+    finally:
+        served.stop()
+
+
+def test_hypercorn_config_refuses_a_message_too_big_before_buffering_it() -> None:
+    app = WebSocketASGIApp(Echo, max_message_size=1024)
+    config = hypercorn_config(app)
+    assert config.websocket_max_message_size == 1024
+    served = start_hypercorn(app, config=config)
+    try:
+        assert too_big_is_refused_early(served.port) == 1009
+    finally:
+        served.stop()

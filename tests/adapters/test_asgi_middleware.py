@@ -30,6 +30,7 @@ from starlette.websockets import WebSocketDisconnect
 from ws4web import ConnectionClosed, InvalidStatus, TextMessage, WebSocket, connect
 from ws4web.adapters.asgi import UnsupportedByASGI, WebSocketASGIApp, WebSocketMiddleware, uvicorn_server
 from ws4web.demo import page as chat_page
+from ws4web.drivers.asgi import THREADS
 from ws4web.messages import Message
 
 TIMEOUT = 10.0
@@ -90,16 +91,12 @@ def serving(app: Any, **config: Any) -> Iterator[Served]:
 
 @pytest.fixture(autouse=True)
 def handler_threads_end() -> Iterator[None]:
-    """The adapter's handler threads of a test are gone shortly after it."""
+    """No hook of a test is still running in one of the adapter's threads shortly after it."""
     yield
-
-    def alive() -> list[str]:
-        return [t.name for t in threading.enumerate() if t.name.startswith("ws4web-asgi")]
-
     deadline = time.monotonic() + TIMEOUT
-    while alive() and time.monotonic() < deadline:
+    while THREADS.busy and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not alive(), f"handler threads still running: {alive()}"
+    assert THREADS.busy == 0, "a handler hook is still running in a thread"
 
 
 @contextlib.contextmanager
@@ -501,11 +498,11 @@ def test_options_build_one_app_per_class_and_prebuilt_apps_are_kept() -> None:
     middleware = WebSocketMiddleware(site, {"/ws": Chat, "/feed": prebuilt}, protocols=["p"], max_message_size=5)
     assert middleware.app is site
     assert middleware.routes["/feed"] is prebuilt
-    assert middleware.routes["/feed"].protocols == ["own"]
+    assert middleware.routes["/feed"].policy.subprotocols == ["own"]
     chat = middleware.routes["/ws"]
     assert chat.handler_cls is Chat
-    assert chat.protocols == ["p"]
-    assert chat.max_message_size == 5
+    assert chat.policy.subprotocols == ["p"]
+    assert chat.policy.limits.max_message_size == 5
 
 
 def test_constructor_refuses_what_cannot_work() -> None:
@@ -518,6 +515,8 @@ def test_constructor_refuses_what_cannot_work() -> None:
         WebSocketMiddleware(site, {"/ws": site})  # type: ignore[dict-item]
     with pytest.raises(UnsupportedByASGI):
         WebSocketMiddleware(site, {"/ws": Chat}, ping_interval=5.0)
+    with pytest.raises(TypeError, match="unknown option"):
+        WebSocketMiddleware(site, {"/ws": Chat}, max_mesage_size=5)  # before any connection
 
 
 # -- the chat example on Starlette and uvicorn ----------------------------------------------------------

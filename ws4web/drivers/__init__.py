@@ -11,8 +11,8 @@ only ever talks to a :class:`Driver`; it never builds one. The front doors
 * :mod:`ws4web.drivers.selector` — many sockets on one selector loop, quick
   callbacks run on the loop thread, a callback that blocks moves to a thread of
   its own;
-* :mod:`ws4web.adapters.asgi` — the ASGI server frames; the driver maps ASGI
-  messages.
+* :mod:`ws4web.drivers.asgi` — the ASGI server frames; the driver maps ASGI
+  messages, quick callbacks run on the event loop.
 
 docs/drivers.md has the long version (who reads the socket, when).
 """

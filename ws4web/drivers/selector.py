@@ -170,14 +170,19 @@ class _Spares:
         while True:
             with self._lock:
                 self._waiting += 1
+            stopped = self.idle <= 0
             try:
-                task = get(timeout=self.idle) if self.idle > 0 else self._tasks.get_nowait()
+                task = self._tasks.get_nowait() if stopped else get(timeout=self.idle)
             except queue.Empty:
-                task = None
+                return
             finally:
                 with self._lock:
                     self._waiting -= 1
             if task is None:
+                if stopped:
+                    # This thread was not waiting when stop() counted: the None it took
+                    # belongs to one that was, and is still blocked in get().
+                    self._tasks.put(None)
                 return
             try:
                 task()
@@ -1148,6 +1153,10 @@ class SelectorDriver(DriverBase, IOHandler):
                         break
                 if controls:
                     self._flush()  # pongs and close answers, in order
+                    if self._queued_memory() > self.limits.max_send_buffer:
+                        # The peer does not read its pongs: parse no further (the rest of
+                        # this read waits in the protocol's buffer) until they drain.
+                        self._paused = True
             batch: Sequence[_Item] = frames  # data frames only: all of them go to the handler
             if controls:
                 for frame in frames:
