@@ -1,7 +1,7 @@
 """docs/deployment.md: its nginx and haproxy configurations work, and its systemd unit parses.
 
-The configuration blocks are read from the page itself (the ```nginx, ```haproxy and ```ini
-fences), so what a reader copies is what runs here. Each proxy starts from the page's text
+The configuration blocks are read from the page itself (the ```nginx, ```text (haproxy: Pygments
+has no lexer for it) and ```ini fences), so what a reader copies is what runs here. Each proxy starts from the page's text
 with only addresses, certificate paths and, for the idle-timeout tests, the timeout changed (every
 substitution must find its text: a page that drifts fails here). The proxy listens on ::1 with
 the test certificates (TLS terminated at the proxy) in front of two ws4web servers on 127.0.0.1,
@@ -159,7 +159,7 @@ class Proxy:
         if idle_timeout is not None:
             replacements["timeout tunnel 75s"] = f"timeout tunnel {idle_timeout}"
         config = workdir / "haproxy.cfg"
-        config.write_text(substitute(fenced("haproxy"), replacements))
+        config.write_text(substitute(fenced("text"), replacements))
         check = subprocess.run([executable, "-c", "-f", str(config)], capture_output=True, text=True, check=False)
         assert check.returncode == 0, check.stdout + check.stderr
         return [executable, "-db", "-f", str(config)]
