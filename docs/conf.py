@@ -72,8 +72,12 @@ intersphinx_timeout = 1
 # Projects that publish no Sphinx inventory (Starlette, uvicorn: MkDocs) or none we
 # could ship: their names stay plain text.
 _NO_INVENTORY = r"(starlette|uvicorn|hypercorn|redis|python_socks|cheroot|typing_extensions)(\..*)?"
+# Signatures name some standard-library types by the private module that defines them
+# (``_thread.lock``, ``asyncio.events.AbstractEventLoop``); Python documents them under their
+# public names only, so these cannot link.
+_STDLIB_PRIVATE = r"(_thread|_io|_socket|_ssl|asyncio\.(events|base_events|futures|tasks|locks|queues|streams))\..*"
 _ROLES = ("py:class", "py:obj", "py:exc", "py:data", "py:mod", "py:func", "py:meth", "py:attr")
-nitpick_ignore_regex = [(role, _NO_INVENTORY) for role in _ROLES]
+nitpick_ignore_regex = [(role, pattern) for role in _ROLES for pattern in (_NO_INVENTORY, _STDLIB_PRIVATE)]
 nitpick_ignore = [
     # TypeVars in signatures have no page to link to.
     ("py:class", "ws4web.upgrade.W"),

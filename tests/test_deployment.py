@@ -1,12 +1,13 @@
 """docs/deployment.md: its nginx and haproxy configurations work, and its systemd unit parses.
 
-The configuration blocks are read from the page itself (the ```nginx, ```text (haproxy: Pygments
-has no lexer for it) and ```ini fences), so what a reader copies is what runs here. Each proxy starts from the page's text
-with only addresses, certificate paths and, for the idle-timeout tests, the timeout changed (every
-substitution must find its text: a page that drifts fails here). The proxy listens on ::1 with
-the test certificates (TLS terminated at the proxy) in front of two ws4web servers on 127.0.0.1,
-and a client goes through it over ``wss://``. Each test is skipped, with the reason, when its
-program (nginx, haproxy, systemd-analyze) is not installed; .ci/run installs them on Debian.
+The configuration blocks are read from the page itself (the ```nginx, ```text (haproxy:
+Pygments has no lexer for it) and ```ini fences), so what a reader copies is what runs here.
+Each proxy starts from the page's text with only addresses, certificate paths and, for the
+idle-timeout tests, the timeout changed (every substitution must find its text: a page that
+drifts fails here). The proxy listens on ::1 with the test certificates (TLS terminated at the
+proxy) in front of two ws4web servers on 127.0.0.1, and a client goes through it over
+``wss://``. Each test is skipped, with the reason, when its program (nginx, haproxy,
+systemd-analyze) is not installed; .ci/run installs nginx and haproxy on Debian.
 """
 
 from __future__ import annotations
