@@ -11,22 +11,9 @@ code block of the pages is run by ``tests/test_docs.py``.
 
 from __future__ import annotations
 
-import builtins
-import importlib
 import importlib.util
 import os
-import re
 import sys
-from typing import TYPE_CHECKING, cast
-
-from sphinx.util.nodes import make_refnode
-
-if TYPE_CHECKING:
-    from docutils.nodes import Element  # type: ignore[import-untyped,unused-ignore]
-    from sphinx.addnodes import pending_xref
-    from sphinx.application import Sphinx
-    from sphinx.domains.python import PythonDomain
-    from sphinx.environment import BuildEnvironment
 
 # Document the checkout, not whatever ws4web happens to be installed.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,12 +30,13 @@ version = ".".join(release.split(".")[:2])
 extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
+    "sphinx.ext.intersphinx",
     "sphinx.ext.viewcode",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_inventories", "Thumbs.db", ".DS_Store"]
 language = "en"
 
 # -- MyST ----------------------------------------------------------------------------
@@ -69,144 +57,45 @@ autodoc_preserve_defaults = True
 # -- cross-references ----------------------------------------------------------------
 # Every reference must resolve: a broken :class:/:meth: in a docstring fails the build.
 nitpicky = True
-# There is no network on the build machines, so intersphinx cannot load the Python
-# inventory: references into the standard library (every module CPython lists in
-# sys.stdlib_module_names, and the builtins) cannot resolve here, nor those into the
-# frameworks the adapters wrap. They are ignored by module prefix. References to
-# ws4web itself are not in this list and must resolve.
-_STDLIB = "|".join(sorted(re.escape(name) for name in sys.stdlib_module_names if not name.startswith("_")))
-_BUILTINS = "|".join(sorted(name for name in dir(builtins) if not name.startswith("_")))
-_EXTERNAL = (
-    rf"(builtins\.)?({_BUILTINS})",
-    rf"({_STDLIB})(\..*)?",
-    r"_io\..*|_thread\..*|typing_extensions\..*",
-    r"(cherrypy|cheroot|gevent|starlette|uvicorn|hypercorn|redis|python_socks|flask|werkzeug)(\..*)?",
-)
+# Names of the standard library and of the frameworks link to their own documentation
+# through intersphinx. The build has no network: the inventories (objects.inv) are
+# committed under _inventories/ (README.md there says where each comes from), and the
+# URL is only where the links point.
+intersphinx_mapping = {
+    "python": ("https://docs.python.org/3.11/", "_inventories/python.inv"),
+    "cherrypy": ("https://docs.cherrypy.dev/en/latest/", "_inventories/cherrypy.inv"),
+    "gevent": ("https://www.gevent.org/", "_inventories/gevent.inv"),
+    "flask": ("https://flask.palletsprojects.com/en/2.2.x/", "_inventories/flask.inv"),
+    "werkzeug": ("https://werkzeug.palletsprojects.com/en/2.2.x/", "_inventories/werkzeug.inv"),
+}
+intersphinx_timeout = 1
+# Projects that publish no Sphinx inventory (Starlette, uvicorn: MkDocs) or none we
+# could ship: their names stay plain text.
+_NO_INVENTORY = r"(starlette|uvicorn|hypercorn|redis|python_socks|cheroot|typing_extensions)(\..*)?"
+# Signatures name some standard-library types by the private module that defines them
+# (``_thread.lock``, ``asyncio.events.AbstractEventLoop``); Python documents them under their
+# public names only, so these cannot link.
+_STDLIB_PRIVATE = r"(_thread|_io|_socket|_ssl|asyncio\.(events|base_events|futures|tasks|locks|queues|streams))\..*"
 _ROLES = ("py:class", "py:obj", "py:exc", "py:data", "py:mod", "py:func", "py:meth", "py:attr")
-nitpick_ignore_regex = [(role, pattern) for role in _ROLES for pattern in _EXTERNAL]
-# TypeVars in signatures have no page to link to.
+nitpick_ignore_regex = [(role, pattern) for role in _ROLES for pattern in (_NO_INVENTORY, _STDLIB_PRIVATE)]
 nitpick_ignore = [
+    # TypeVars in signatures have no page to link to.
     ("py:class", "ws4web.upgrade.W"),
     ("py:class", "ws4web.upgrade.T"),
     ("py:class", "ws4web.adapters.flask.W"),
+    # Types that exist but that their own documentation does not describe.
+    ("py:class", "zlib._Compress"),
+    ("py:class", "zlib._Decompress"),
+    ("py:class", "werkzeug.serving.WSGIRequestHandler"),
 ]
+# References into ws4web itself resolve the way Sphinx looks names up: under the current
+# class, then the current module, then as written. A name re-exported elsewhere (``ws4web.WebSocket``)
+# is written with the module that documents it: :class:`ws4web.WebSocket <ws4web.websocket.WebSocket>`
+# or :class:`~ws4web.websocket.WebSocket`. The public names of ws4web.pubsub and of the WSGI
+# adapters are documented where they are imported from, so both spellings resolve there.
 
 # -- HTML ----------------------------------------------------------------------------
 # furo when installed (the docs extra installs it), else Sphinx's built-in theme.
 html_theme = "furo" if importlib.util.find_spec("furo") is not None else "alabaster"
 html_title = f"ws4web {release}"
 html_static_path: list[str] = []
-
-
-# -- resolving names the way Python does ---------------------------------------------
-# Docstrings name things as the module they live in sees them: ``WebSocket.run`` in
-# ws4web.server (which imports WebSocket), ``Hub`` in ws4web.pubsub (a re-export),
-# ``ws4web.WebSocket``. Sphinx only looks for such a name under the current module
-# and class, so these would be reported as broken. This resolver imports the module
-# the docstring belongs to, follows the name through its attributes exactly as
-# Python would, and links to the object's documented definition. A name that does
-# not exist there, or whose target is not documented, stays a broken reference and
-# fails the build.
-
-
-def _canonical_names(obj: object, found_in: str) -> list[str]:
-    """The documented names ``obj`` may go by: where it was defined, then where it was found."""
-    names = []
-    target = obj.fget if isinstance(obj, property) and obj.fget is not None else obj
-    module = getattr(target, "__module__", None)
-    qualname = getattr(target, "__qualname__", None)
-    if isinstance(module, str) and isinstance(qualname, str) and "<locals>" not in qualname:
-        names.append(f"{module}.{qualname}")
-    names.append(found_in)
-    return names
-
-
-def _follow(start: str, dotted: str) -> tuple[object, str] | None:
-    """Look ``dotted`` up from module ``start`` (or from the top when ``start`` is empty)."""
-    parts = dotted.split(".")
-    obj: object
-    if start:
-        try:
-            obj = importlib.import_module(start)
-        except ImportError:
-            return None
-        path = start
-    else:  # an absolute name: import the longest module prefix
-        for cut in range(len(parts), 0, -1):
-            try:
-                obj = importlib.import_module(".".join(parts[:cut]))
-            except ImportError:
-                continue
-            path, parts = ".".join(parts[:cut]), parts[cut:]
-            break
-        else:
-            return None
-    for part in parts:
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            return None
-        path = f"{path}.{part}"
-    return obj, path
-
-
-def _documented_alias(domain: PythonDomain, obj: object) -> str | None:
-    """The documented module-level name bound to this very object (type aliases, constants)."""
-    for name, entry in domain.objects.items():
-        if entry.objtype != "data" or not name.startswith("ws4web."):
-            continue
-        module, _, attr = name.rpartition(".")
-        try:
-            if getattr(importlib.import_module(module), attr, None) is obj:
-                return str(name)
-        except ImportError:
-            continue
-    return None
-
-
-def _resolve(app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: Element) -> Element | None:
-    if node.get("refdomain") != "py":
-        return None
-    domain = cast("PythonDomain", env.get_domain("py"))
-    target = node["reftarget"].lstrip(".~")
-    module = node.get("py:module") or ""
-    cls = node.get("py:class") or ""
-    roles = domain.objtypes_for_role(node["reftype"]) or []
-    # Where Python would look: the class the docstring is in, its module, then the top.
-    scopes = [(module, f"{cls}.{target}")] if module and cls else []
-    scopes += [(module, target)] if module else []
-    scopes += [("", target)]
-    candidates: list[str] = []
-    found: tuple[object, str] | None = None
-    for start, dotted in scopes:
-        found = _follow(start, dotted)
-        if found is not None:
-            candidates += _canonical_names(*found)
-            break
-    if found is None and module and not cls and "." not in target:
-        # A module docstring naming a method of the module's class (``:meth:`opened```
-        # in ws4web.websocket): accepted only if exactly one class there has it.
-        owners = [
-            value
-            for value in vars(importlib.import_module(module)).values()
-            if isinstance(value, type) and value.__module__ == module and target in vars(value)
-        ]
-        if len(owners) == 1:
-            candidates.append(f"{module}.{owners[0].__qualname__}.{target}")
-    if found is not None and not any(name in domain.objects for name in candidates):
-        alias = _documented_alias(domain, found[0])
-        if alias is not None:
-            candidates.append(alias)
-    for name in candidates:
-        entry = domain.objects.get(name)
-        if entry is not None and (not roles or entry.objtype in roles):
-            return make_refnode(app.builder, node["refdoc"], entry.docname, entry.node_id, contnode, name)
-    if found is not None and target.rpartition(".")[2].startswith("_"):
-        # A private name that exists (a docstring explaining an internal step): there is
-        # no page for private members, so it stays plain text; it is not a broken reference.
-        return contnode
-    return None
-
-
-def setup(app: Sphinx) -> None:
-    app.connect("missing-reference", _resolve)

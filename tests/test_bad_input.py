@@ -54,6 +54,7 @@ from .conftest import (
     ServerFactory,
     close_payload,
     encode_frame,
+    idle_spare,
     read_until_closed,
     status_or_eof,
     trickle_until_cut,
@@ -564,17 +565,9 @@ def door(request: pytest.FixtureRequest) -> Iterator[Door]:
     deadline = time.monotonic() + 5.0
     for thread in set(threading.enumerate()) - before:
         thread.join(max(0.0, deadline - time.monotonic()))
-    left = [t.name for t in set(threading.enumerate()) - before if t.is_alive() and not _idle_spare(t)]
+    left = [t.name for t in set(threading.enumerate()) - before if t.is_alive() and not idle_spare(t)]
     assert not left, f"threads still running after the {name} door stopped: {left}"
 
-
-def _idle_spare(thread: threading.Thread) -> bool:
-    """A thread of the ASGI driver's pool waiting for its next task (it ends by itself)."""
-    if not thread.name.startswith("ws4web-asgi-") or thread.name.endswith("watchdog"):
-        return False
-    from ws4web.drivers.asgi import THREADS
-
-    return THREADS.busy == 0
 
 
 # -- clients -----------------------------------------------------------------------------------------

@@ -38,6 +38,15 @@ A block may be preceded by one HTML comment of the form ``<!-- docs-test: option
 ``files=SRC:DST[,...]``
     files of this repository (``SRC``, relative to its root) are copied into the working
     directory as ``DST`` first (test certificates for the TLS examples).
+``modules=NAME:FILE[,...]``
+    the program of block ``NAME`` of the same page is written into the working directory as
+    ``FILE`` first, for a program made of several files (the tutorial's ``app.py`` and
+    ``test_chat.py`` import its ``chat.py``).
+``noecho``
+    with ``server``: the server speaks a protocol of its own (JSON, say), so the harness
+    skips its echo exchange and only opens its WebSocket; it needs ``shutdown=``, whose
+    check is then the harness's whole test, and a client block of the page with
+    ``against=`` this block, which checks what the server says.
 
 Nothing else is skipped: a ``python`` block that is not a complete program fails. Other
 languages (``sh``, ``text``) are not run; blocks tagged ``py`` or ``python3`` are refused so
@@ -51,6 +60,7 @@ test of this file and runs while the examples do; the build test, last, waits fo
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -79,7 +89,7 @@ pytestmark = pytest.mark.timeout(180)
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\s]*)[^`]*$")
 _DIRECTIVE = re.compile(r"^\s*<!--\s*docs-test:(?P<options>.*?)-->\s*$")
-_KNOWN = {"name", "needs", "server", "port", "path", "shutdown", "against", "redis", "files"}
+_KNOWN = {"name", "needs", "server", "port", "path", "shutdown", "against", "redis", "files", "modules", "noecho"}
 
 
 @dataclass
@@ -201,6 +211,9 @@ def prepare(block: Block, workdir: Path, code: str, name: str = "example.py") ->
     for pair in filter(None, block.options.get("files", "").split(",")):
         source, _, target = pair.partition(":")
         shutil.copy(ROOT / source, workdir / (target or Path(source).name))
+    for pair in filter(None, block.options.get("modules", "").split(",")):
+        source, _, target = pair.partition(":")
+        (workdir / target).write_text(program(named(block, source)), encoding="utf-8")
     script = workdir / name
     script.write_text(code, encoding="utf-8")
     return script
@@ -322,6 +335,15 @@ def test_examples_are_found_and_their_options_are_valid() -> None:
         program(block)
         if "against" in block.options:
             assert "server" in named(block, block.options["against"]).options, block.id
+        for pair in filter(None, block.options.get("modules", "").split(",")):
+            source, _, target = pair.partition(":")
+            named(block, source)
+            assert target.endswith(".py"), block.id
+        if "noecho" in block.options:
+            assert "server" in block.options and block.options.get("shutdown"), block.id
+            name = block.options.get("name")
+            clients = [b for b in PYTHON_BLOCKS if b.page == block.page and b.options.get("against") == name]
+            assert name and clients, f"{block.id}: noecho needs a client block against it"
 
 
 def runs() -> list[object]:
@@ -399,12 +421,13 @@ def check_server(block: Block, workdir: Path, extra: dict[int | str, int], stop:
     try:
         ws = connect(server.url, timeout=IO_TIMEOUT, close_timeout=IO_TIMEOUT)
         try:
-            ws.send("hello from the docs")
-            # A server may greet first ("welcome"): the echo is among the first few messages.
-            received = [ws.recv(IO_TIMEOUT) for _ in range(1)]
-            while received[-1] != TextMessage("hello from the docs") and len(received) < 5:
-                received.append(ws.recv(IO_TIMEOUT))
-            assert received[-1] == TextMessage("hello from the docs"), received
+            if "noecho" not in block.options:
+                ws.send("hello from the docs")
+                # A server may greet first ("welcome"): the echo is among the first few messages.
+                received = [ws.recv(IO_TIMEOUT) for _ in range(1)]
+                while received[-1] != TextMessage("hello from the docs") and len(received) < 5:
+                    received.append(ws.recv(IO_TIMEOUT))
+                assert received[-1] == TextMessage("hello from the docs"), received
             if shutdown:
                 # CherryPy accepts connections before its engine has finished starting,
                 # and a Ctrl-C in that window aborts the start instead of stopping it.
@@ -431,16 +454,16 @@ def check_server(block: Block, workdir: Path, extra: dict[int | str, int], stop:
 
 def test_examples_have_no_undefined_or_unused_names(tmp_path: Path) -> None:
     """pyflakes' rules (through ruff) on every example as it runs: what a reader copies is clean."""
-    ruff = shutil.which("ruff")
-    if ruff is None:
-        pytest.skip("ruff is not installed")
+    if importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff is not installed (the lint extra)")
     paths = []
     for index, block in enumerate(PYTHON_BLOCKS):
         path = tmp_path / f"{index:03d}_{block.page.replace('.', '_').replace('-', '_')}_{block.line}.py"
         path.write_text(program(block), encoding="utf-8")
         paths.append(path)
+    rules = ["--isolated", "--no-cache", "--select", "F,E9", "--output-format", "concise"]
     result = subprocess.run(
-        [ruff, "check", "--isolated", "--no-cache", "--select", "F,E9", "--output-format", "concise", *map(str, paths)],
+        [sys.executable, "-m", "ruff", "check", *rules, *map(str, paths)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -285,7 +285,7 @@ class WebSocketWSGIApplication:
     It runs the WebSocket on the server's selector loop where the server lets
     its connections go (wsgiref), else in the server's own thread or greenlet
     for that connection, returning when the connection is over. It needs a server
-    registered with :func:`register_server` (use the request handler classes of
+    registered with :func:`~ws4web.adapters._wsgi.register_server` (use the request handler classes of
     :mod:`ws4web.adapters.gevent` or :mod:`ws4web.adapters.wsgiref`); elsewhere
     it answers 501 (as the middleware does). Refusals are ordinary WSGI responses.
     """

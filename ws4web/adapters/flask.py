@@ -177,7 +177,7 @@ class WebSockets:
     def route(
         self, rule: str, *, endpoint: str | None = None, decorators: Sequence[ViewDecorator] = (), **options: Any
     ) -> Callable[[W], W]:
-        """Serve the decorated :class:`~ws4web.WebSocket` subclass at ``rule``
+        """Serve the decorated :class:`~ws4web.websocket.WebSocket` subclass at ``rule``
         (Flask's syntax: ``/chat/<room>``, ``/item/<int:id>``).
 
         ``decorators`` wrap the route's view as with ``MethodView.decorators``

@@ -393,11 +393,11 @@ def _unsupported(
 class WebSocketMiddleware:
     """Serve WebSocket handlers on some paths in front of a WSGI application.
 
-    ``mounts`` maps a path to a :class:`~ws4web.WebSocket` subclass (or a
-    ready :class:`~ws4web.adapters._wsgi.WebSocketWSGIApplication`); a mount
+    ``mounts`` maps a path to a :class:`~ws4web.websocket.WebSocket` subclass (or a
+    ready :class:`~ws4web.adapters.gevent.WebSocketWSGIApplication`); a mount
     also covers the paths below it (``/ws`` covers ``/ws/room``), relative to
     ``SCRIPT_NAME``; the handler sees the full request target. ``options``
-    go to each :class:`WebSocketWSGIApplication` built for a class:
+    go to each :class:`~ws4web.adapters.gevent.WebSocketWSGIApplication` built for a class:
     ``protocols``, ``extensions``, ``select_subprotocol``, ``origins``,
     ``authenticate`` and the handler options (``max_message_size`` ...).
     """
@@ -442,6 +442,7 @@ class WebSocketMiddleware:
         return result
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Close every open WebSocket with 1001 (Going Away); see :meth:`WebSocketWSGIApplication.shutdown`."""
+        """Close every open WebSocket with 1001 (Going Away); see
+        :meth:`ws4web.adapters.gevent.WebSocketWSGIApplication.shutdown`."""
         for _, ws_app in self.mounts:
             ws_app.shutdown(timeout=timeout)

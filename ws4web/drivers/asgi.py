@@ -219,10 +219,10 @@ THREADS = Spares("ws4web-asgi")
 class Watchdog:
     """Notices an inline callback that holds its event loop thread past its plan's budget.
 
-    One per loop, while the loop has connections (:func:`watching`). The door's
+    One per loop, while the loop has connections (``watching()``). The door's
     task marks a callback's start (``serial``, ``plan``) and end (``plan =
     None``): attribute writes, no wake-up per message. This thread looks in
-    every :data:`LOOKS` budgets; when it finds a callback running, it lets go
+    every ``LOOKS`` budgets; when it finds a callback running, it lets go
     of the GIL for one budget and looks again: a quick callback has ended
     meanwhile, even one that had to wait for the GIL this thread took to look
     (Python makes the holder wait until the asker runs, which on a busy

@@ -1,8 +1,8 @@
 """twspy's names on ws4web: port a twspy program by replacing ``twspy`` with ``ws4web.compat.twspy`` in its imports.
 
-twspy's :class:`websocket` (a socket that upgrades itself and moves frames),
-:class:`Connection` (messages, with ``onopen``/``onmessage``/``onclose``
-handlers), :class:`Server` (per-client hooks, here on ws4web's server), its
+twspy's :class:`~ws4web.compat.twspy.websocket.websocket` (a socket that upgrades itself and moves frames),
+:class:`~ws4web.compat.twspy.connection.Connection` (messages, with ``onopen``/``onmessage``/``onclose``
+handlers), :class:`~ws4web.compat.twspy.server.Server` (per-client hooks, here on ws4web's server), its
 frames, messages (``message.payload``), ``OPCODE_*`` and ``CLOSE_*`` constants
 and exceptions. docs/migrating-from-twspy.md has the table of every twspy name.
 """

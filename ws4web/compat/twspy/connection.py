@@ -26,7 +26,8 @@ MessageHook = Callable[[Any], Any]
 
 
 class Connection:
-    """Messages over ``sock``, a :class:`websocket` whose handshake is done; ``onopen()`` runs at once."""
+    """Messages over ``sock``, a :class:`~ws4web.compat.twspy.websocket.websocket` whose handshake is done;
+    ``onopen()`` runs at once."""
 
     def __init__(self, sock: websocket) -> None:
         if sock.endpoint is None:

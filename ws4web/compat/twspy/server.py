@@ -1,4 +1,4 @@
-"""``twspy.server``: :class:`Server`, per-client hooks on :class:`ws4web.WebSocketServer`.
+"""``twspy.server``: :class:`Server`, per-client hooks on :class:`~ws4web.server.WebSocketServer`.
 
 Subclass it and override ``onopen(client)``, ``onmessage(client, message)``,
 ``onclose(client, code, reason)`` (or the README's ``onclose(client)``),

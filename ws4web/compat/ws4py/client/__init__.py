@@ -17,7 +17,7 @@ What differs from ws4py: certificates and host names are verified unless
 ``ssl_options`` says otherwise (``{"cert_reqs": ssl.CERT_NONE}``); ``opened()``
 runs when the connection starts running, not inside ``connect()``; and
 redirects are not followed, nor proxies used, as in ws4py
-(:class:`ws4web.WebSocketClient` does both).
+(:class:`ws4web.WebSocketClient <ws4web.client.WebSocketClient>` does both).
 """
 
 from __future__ import annotations
