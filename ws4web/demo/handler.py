@@ -62,9 +62,13 @@ from ws4web.exceptions import ConnectionClosed
 from ws4web.messages import Message
 from ws4web.pubsub import Hub, RateLimit
 
+#: characters in a name (before the server's suffix)
 MAX_NAME = 24
+#: characters in a line
 MAX_TEXT = 2000
+#: members in the room, every process counted
 MAX_MEMBERS = 100
+#: the hub group of the room
 ROOM = "chat"
 #: seconds: the window in which membership changes are coalesced into one presence update
 DEBOUNCE = 0.25
