@@ -6,14 +6,13 @@ Then open http://127.0.0.1:8080/ in two browser tabs. The page is a Starlette
 route; ``/ws`` runs the same ``ChatHandler`` class as stdlib_app.py, unchanged,
 through ws4web's ``WebSocketMiddleware`` (its plain callbacks run in a thread
 per connection, so the room's lock never blocks the event loop). On Ctrl-C the
-open chats are closed with 1001 (Going Away).
+open chats are closed with 1001 (Going Away). ``--origin URL`` (or
+``$WS4WEB_DEMO_ORIGINS``) names the page's public origin behind a proxy.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import socket
 from collections.abc import Sequence
 
 from starlette.applications import Starlette
@@ -24,6 +23,7 @@ from starlette.routing import Route
 
 from ws4web.adapters.asgi import WebSocketMiddleware, uvicorn_server
 
+from . import MAX_MESSAGE, arguments, banner, listen, page_origins
 from . import page as chat_page
 from .handler import ChatHandler
 
@@ -34,31 +34,29 @@ async def page(request: Request) -> Response:
     return Response(PAGE, media_type="text/html; charset=utf-8")
 
 
-def make_app() -> Starlette:
-    """The page at / (and /index.html); WebSocket upgrades to /ws go to ChatHandler."""
+def make_app(origins: Sequence[str | None]) -> Starlette:
+    """The page at / (and /index.html); WebSocket upgrades to /ws from ``origins`` go to ChatHandler."""
     return Starlette(
         routes=[Route("/", page), Route("/index.html", page)],
-        middleware=[Middleware(WebSocketMiddleware, routes={"/ws": ChatHandler})],
+        middleware=[
+            Middleware(WebSocketMiddleware, routes={"/ws": ChatHandler}, origins=origins, max_message_size=MAX_MESSAGE)
+        ],
     )
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """The listening socket, made here so that --port 0 can print the port the system chose."""
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    return socket.create_server((host, port), family=family)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="ws4web chat demo (Starlette on uvicorn)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser = arguments("ws4web chat demo (Starlette on uvicorn)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    sock = listen(args.host, args.port)
-    host = f"[{args.host}]" if ":" in args.host else args.host
+    sock = listen(args.host, args.port)  # bound first: --port 0 prints the port, the origins name it
+    try:
+        app = make_app(page_origins(args.host, sock.getsockname()[1], args.origin))
+    except ValueError as exc:  # a malformed --origin
+        sock.close()
+        parser.error(str(exc))
     # uvicorn_server: on Ctrl-C / SIGTERM the chats get 1001 rather than uvicorn's 1012.
-    server = uvicorn_server(make_app(), log_level="warning", access_log=False)
-    print(f"ws4web chat on http://{host}:{sock.getsockname()[1]}/  (Ctrl-C to stop)", flush=True)
+    server = uvicorn_server(app, log_level="warning", access_log=False)
+    print(banner(args.host, sock.getsockname()[1]), flush=True)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn shuts down gracefully, then re-raises the signal it caught

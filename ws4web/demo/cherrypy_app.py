@@ -5,11 +5,12 @@
 Then open the printed URL (http://127.0.0.1:8080/) in two browser tabs.
 ``--port 0`` picks a free port; the URL printed has the real one. Ctrl-C or
 SIGTERM stops the engine, which says goodbye (1001) to every open tab.
+``--origin URL`` (or ``$WS4WEB_DEMO_ORIGINS``) names the page's public origin
+behind a proxy.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,7 @@ import cherrypy
 from ws4web.adapters.cherrypy import WebSocketPlugin, install
 from ws4web.extensions import ServerPerMessageDeflateFactory
 
+from . import MAX_MESSAGE, arguments, banner, page_origins
 from . import page as chat_page
 from .handler import ChatHandler
 
@@ -37,7 +39,10 @@ class ChatRoot:
 
 
 def setup(host: str = "127.0.0.1", port: int = 8080) -> WebSocketPlugin:
-    """Configure CherryPy for the chat (without starting it); return the WebSocket plugin."""
+    """Configure CherryPy for the chat (without starting it); return the WebSocket plugin.
+
+    Upgrades are refused (403) until :func:`admit` names the origins, once the port is bound.
+    """
     plugin = install()
     cherrypy.config.update(
         {
@@ -54,20 +59,27 @@ def setup(host: str = "127.0.0.1", port: int = 8080) -> WebSocketPlugin:
         "/ws": {
             "tools.websocket.on": True,
             "tools.websocket.handler_cls": ChatHandler,
-            # chat events are small (names of 32, texts of 2000 characters)
-            "tools.websocket.max_message_size": 2**16,
+            "tools.websocket.max_message_size": MAX_MESSAGE,
             "tools.websocket.extensions": [ServerPerMessageDeflateFactory()],
+            "tools.websocket.origins": [],  # nobody, until admit()
         }
     }
     cherrypy.tree.mount(ChatRoot(), "/", config)
     return plugin
 
 
+def admit(origins: Sequence[str | None]) -> None:
+    """The origins whose pages may open /ws (CherryPy reads the tool's options on every request)."""
+    cherrypy.tree.apps[""].config["/ws"]["tools.websocket.origins"] = list(origins)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="ws4web chat demo (CherryPy)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser = arguments("ws4web chat demo (CherryPy)")
     args = parser.parse_args(argv)
+    try:
+        page_origins(args.host, args.port, args.origin)  # a malformed --origin fails before the engine starts
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=logging.WARNING)
     for handler in logging.getLogger().handlers:
         # CherryPy sets its own loggers to INFO; filter at the handler to stay quiet.
@@ -76,9 +88,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if hasattr(cherrypy.engine, "signal_handler"):
         cherrypy.engine.signal_handler.subscribe()  # SIGTERM / Ctrl-C stop the engine cleanly
     cherrypy.engine.start()
-    host, port = cherrypy.server.bound_addr[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"ws4web chat on http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
+    port = cherrypy.server.bound_addr[1]
+    admit(page_origins(args.host, port, args.origin))
+    print(banner(args.host, port), flush=True)
     cherrypy.engine.block()
 
 

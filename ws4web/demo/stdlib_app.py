@@ -2,12 +2,12 @@
 
     ws4web serve --adapter stdlib [--port 8080] [--host 127.0.0.1]
 
-Then open http://127.0.0.1:8080/ in two browser tabs.
+Then open http://127.0.0.1:8080/ in two browser tabs. ``--origin URL`` (or
+``$WS4WEB_DEMO_ORIGINS``) names the page's public origin behind a proxy.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 
@@ -15,6 +15,7 @@ from ws4web import WebSocketServer
 from ws4web.extensions import ServerPerMessageDeflateFactory
 from ws4web.http11 import Headers, Request, Response
 
+from . import MAX_MESSAGE, arguments, banner, listen, page_origins
 from . import page as chat_page
 from .handler import ChatHandler
 
@@ -33,22 +34,34 @@ def serve_page(request: Request) -> Response | None:
     return Response(404, "Not Found", Headers([("Content-Length", "10")]), b"not found\n")
 
 
-def make_server(host: str = "127.0.0.1", port: int = 8080) -> WebSocketServer:
-    # permessage-deflate: every browser offers it, and chat text compresses well.
-    return WebSocketServer(
-        ChatHandler, host, port, process_request=serve_page, extensions=[ServerPerMessageDeflateFactory()]
-    )
+def make_server(host: str = "127.0.0.1", port: int = 8080, origins: Sequence[str] = ()) -> WebSocketServer:
+    """The chat's server, listening; ``origins``: the page's public origins (default: computed)."""
+    sock = listen(host, port)
+    try:
+        # permessage-deflate: every browser offers it, and chat text compresses well.
+        return WebSocketServer(
+            ChatHandler,
+            None,
+            sock=sock,
+            process_request=serve_page,
+            extensions=[ServerPerMessageDeflateFactory()],
+            origins=page_origins(host, sock.getsockname()[1], origins),
+            max_message_size=MAX_MESSAGE,
+        )
+    except BaseException:
+        sock.close()
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="ws4web chat demo (standard library server)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser = arguments("ws4web chat demo (standard library server)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    server = make_server(args.host, args.port)
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"ws4web chat on http://{host}:{server.port}/  (Ctrl-C to stop)", flush=True)
+    try:
+        server = make_server(args.host, args.port, args.origin)
+    except ValueError as exc:  # a malformed --origin
+        parser.error(str(exc))
+    print(banner(args.host, server.port), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
