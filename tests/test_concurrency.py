@@ -6,12 +6,13 @@ import select
 import socket
 import ssl
 import threading
+import time
 
 import pytest
 
-from ws4web.concurrency import THREADING, Primitives
+from ws4web.concurrency import THREADING, Primitives, Spares
 
-from .conftest import TIMEOUT, Worker
+from .conftest import TIMEOUT, Worker, wait_until
 
 pytestmark = [
     pytest.mark.usefixtures("no_leaks"),
@@ -145,3 +146,92 @@ def test_wait_readable_ssl_socket_without_pending(tls_pair: tuple[ssl.SSLSocket,
     while not data:  # TLS 1.3 session tickets may come first: recv skips them
         data = client.recv(10)
     assert data == b"z"
+
+
+# -- Spares -------------------------------------------------------------------------------
+
+
+def test_spares_run_each_task_on_a_thread_of_its_own() -> None:
+    spares = Spares("test-spares", idle=0.2)
+    started = threading.Barrier(3, timeout=TIMEOUT)
+    names: list[str] = []
+
+    def task() -> None:
+        names.append(threading.current_thread().name)
+        started.wait()  # three tasks block at once: none waits for another to end
+
+    for _ in range(2):
+        spares.run(task)
+    started.wait()
+    assert sorted(names) == ["test-spares-1", "test-spares-2"]
+    assert wait_until(lambda: spares.busy == 0)
+    spares.stop()
+
+
+def test_spares_reuse_a_waiting_thread() -> None:
+    spares = Spares("test-reuse", idle=5.0)
+    names: list[str] = []
+    done = threading.Event()
+    spares.run(lambda: names.append(threading.current_thread().name))
+    assert wait_until(lambda: spares.busy == 0 and names == ["test-reuse-1"])
+    time.sleep(0.05)  # the thread is back waiting
+    spares.run(lambda: (names.append(threading.current_thread().name), done.set()))
+    assert done.wait(TIMEOUT)
+    assert names == ["test-reuse-1", "test-reuse-1"]
+    spares.stop()
+
+
+def test_spares_stop_lets_every_thread_go() -> None:
+    """stop() ends the waiting threads at once and the busy ones when their task ends,
+    even when a thread that was busy at stop() takes a waiting thread's wake-up."""
+    for _ in range(20):
+        _stop_with_threads_waiting_and_busy()
+
+
+def _stop_with_threads_waiting_and_busy() -> None:
+    spares = Spares("test-stop", idle=30.0)
+    before = set(threading.enumerate())
+    release = threading.Event()
+    for _ in range(3):
+        spares.run(lambda: None)
+    spares.run(release.wait)
+    assert wait_until(lambda: spares.busy == 1)
+    spares.stop()
+    release.set()
+    deadline = time.monotonic() + TIMEOUT
+    for thread in set(threading.enumerate()) - before:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        assert not thread.is_alive(), f"{thread.name} still waits after stop()"
+
+
+def test_spares_stop_from_a_task_ends_the_waiting_threads_too() -> None:
+    """The thread that called stop() in its task finishes first and finds the wake-up
+    meant for the waiting thread: that one must still go."""
+    for _ in range(5):
+        _stop_from_a_task()
+
+
+def _stop_from_a_task() -> None:
+    spares = Spares("test-steal", idle=30.0)
+    before = set(threading.enumerate())
+    both = threading.Barrier(2, timeout=TIMEOUT)
+    spares.run(both.wait)
+    spares.run(both.wait)  # two threads, both waiting in get() once the barrier opens
+    assert wait_until(lambda: spares.busy == 0)
+    time.sleep(0.02)
+    spares.run(spares.stop)  # one runs it, then takes the other's wake-up first
+    assert _all_ended(before), "a spare thread still waits after stop()"
+
+
+def _all_ended(before: set[threading.Thread]) -> bool:
+    deadline = time.monotonic() + TIMEOUT
+    for thread in set(threading.enumerate()) - before:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return not [t for t in set(threading.enumerate()) - before if t.is_alive()]
+
+
+def test_spares_idle_threads_end_by_themselves() -> None:
+    spares = Spares("test-idle", idle=0.05)
+    before = set(threading.enumerate())
+    spares.run(lambda: None)
+    assert wait_until(lambda: not [t for t in set(threading.enumerate()) - before if t.is_alive()])

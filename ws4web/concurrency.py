@@ -7,6 +7,9 @@ readable. :data:`THREADING` is the default; the gevent adapter passes gevent's.
 
 from __future__ import annotations
 
+import itertools
+import logging
+import queue
 import select
 import socket
 import ssl
@@ -15,7 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["THREADING", "EventLike", "LockLike", "Primitives"]
+__all__ = ["THREADING", "EventLike", "LockLike", "Primitives", "Spares"]
+
+logger = logging.getLogger("ws4web")
 
 
 class LockLike(Protocol):
@@ -75,3 +80,69 @@ class Primitives:
 
 #: The default: threading's locks and events, a daemon thread per spawn, poll() for readiness.
 THREADING = Primitives(threading.Lock, threading.Event, _spawn_thread, _wait_readable)
+
+
+class Spares:
+    """Threads that run one task each, then wait ``idle`` seconds for the next.
+
+    Never capped: a task that blocks must not keep another from running. The
+    drivers run here what may block (a selector loop's next leader, a blocking
+    handler's callbacks, ASGI hooks); after ``idle`` seconds without work a
+    thread ends, so an idle pool holds none.
+    """
+
+    def __init__(self, name: str, idle: float = 10.0) -> None:
+        self.name = name
+        self.idle = idle
+        self._tasks: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+        self._waiting = 0
+        self._busy = 0
+        self._count = itertools.count(1)
+        self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> int:
+        """Tasks queued or running now."""
+        return self._busy
+
+    def run(self, task: Callable[[], object]) -> None:
+        with self._lock:
+            spare = self._waiting > self._tasks.qsize()
+            self._busy += 1
+        self._tasks.put(task)
+        if not spare:
+            threading.Thread(target=self._work, name=f"{self.name}-{next(self._count)}", daemon=True).start()
+
+    def stop(self) -> None:
+        """Let the waiting threads go (the busy ones go when their task ends)."""
+        self.idle = 0.0
+        with self._lock:
+            waiting = self._waiting
+        for _ in range(waiting):
+            self._tasks.put(None)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._waiting += 1
+            stopped = self.idle <= 0
+            try:
+                task = self._tasks.get_nowait() if stopped else self._tasks.get(timeout=self.idle)
+            except queue.Empty:
+                return
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+            if task is None:
+                if stopped:
+                    # This thread was not waiting when stop() counted: the None it took
+                    # belongs to one that was, and is still blocked in get().
+                    self._tasks.put(None)
+                return
+            try:
+                task()
+            except Exception:  # pragma: no cover - tasks handle their own errors
+                logger.exception("task %r failed", task)
+            finally:
+                with self._lock:
+                    self._busy -= 1

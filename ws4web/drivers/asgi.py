@@ -43,10 +43,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
-import itertools
 import logging
 import os
-import queue
 import sys
 import threading
 import time
@@ -56,6 +54,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ..concurrency import Spares
 from ..exceptions import ConnectionClosed, ConnectionClosedError, SendQueueFull, closed_exception
 from ..frames import Close, CloseCode, Frame, Opcode
 from ..logs import ConnectionLog
@@ -74,7 +73,6 @@ __all__ = [
     "ASGIDriver",
     "AsyncCallbacks",
     "Plan",
-    "Spares",
     "UnsupportedByASGI",
     "Watchdog",
 ]
@@ -159,57 +157,6 @@ class AsyncCallbacks:
     opened: Callable[[], Awaitable[object]] | None = None
     received_message: Callable[[Message], Awaitable[object]] | None = None
     closed: Callable[[int, str], Awaitable[object]] | None = None
-
-
-class Spares:
-    """Threads that run one task each, then wait ``idle`` seconds for the next.
-
-    Never capped: a task that blocks must not keep another from running.
-    """
-
-    def __init__(self, name: str, idle: float = 10.0) -> None:
-        self.name = name
-        self.idle = idle
-        self._tasks: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
-        self._waiting = 0
-        self._busy = 0
-        self._count = itertools.count(1)
-        self._lock = threading.Lock()
-
-    @property
-    def busy(self) -> int:
-        """Threads running a task now."""
-        return self._busy
-
-    def run(self, task: Callable[[], object]) -> None:
-        with self._lock:
-            spare = self._waiting > self._tasks.qsize()
-            self._busy += 1
-        self._tasks.put(task)
-        if not spare:
-            threading.Thread(target=self._work, name=f"{self.name}-{next(self._count)}", daemon=True).start()
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                self._waiting += 1
-            try:
-                task = self._tasks.get(timeout=self.idle)
-            except queue.Empty:
-                with self._lock:
-                    self._waiting -= 1
-                    if self._tasks.qsize() == 0:
-                        return
-                continue
-            with self._lock:
-                self._waiting -= 1
-            try:
-                task()
-            except Exception:  # pragma: no cover - tasks handle their own errors
-                logger.exception("task %r failed", task)
-            finally:
-                with self._lock:
-                    self._busy -= 1
 
 
 #: The threads that run hooks off the loop (plain opened(), blocking classes).

@@ -38,7 +38,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import queue
 import select
 import selectors
 import socket
@@ -49,6 +48,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from ..concurrency import Spares
 from ..exceptions import ConnectionClosed
 from ..frames import Frame, Opcode
 from ..logs import ConnectionLog
@@ -137,59 +137,6 @@ class IOHandler:
         """on_io raised: release everything."""
 
 
-class _Spares:
-    """Threads that run one task each, then wait a while for the next: new leaders,
-    and owners for connections whose callbacks are known to block. Never capped:
-    a blocked task must not keep another from running."""
-
-    def __init__(self, name: str, idle: float = 10.0) -> None:
-        self.name = name
-        self.idle = idle
-        self._tasks: queue.SimpleQueue[Callable[[], Any] | None] = queue.SimpleQueue()
-        self._waiting = 0
-        self._count = itertools.count(1)
-        self._lock = threading.Lock()
-
-    def run(self, task: Callable[[], Any]) -> None:
-        with self._lock:
-            spare = self._waiting > self._tasks.qsize()
-        self._tasks.put(task)
-        if not spare:
-            threading.Thread(target=self._work, name=f"{self.name}-{next(self._count)}", daemon=True).start()
-
-    def stop(self) -> None:
-        """Let the waiting threads go (the busy ones go when their task ends)."""
-        self.idle = 0.0
-        with self._lock:
-            waiting = self._waiting
-        for _ in range(waiting):
-            self._tasks.put(None)
-
-    def _work(self) -> None:
-        get = self._tasks.get
-        while True:
-            with self._lock:
-                self._waiting += 1
-            stopped = self.idle <= 0
-            try:
-                task = self._tasks.get_nowait() if stopped else get(timeout=self.idle)
-            except queue.Empty:
-                return
-            finally:
-                with self._lock:
-                    self._waiting -= 1
-            if task is None:
-                if stopped:
-                    # This thread was not waiting when stop() counted: the None it took
-                    # belongs to one that was, and is still blocked in get().
-                    self._tasks.put(None)
-                return
-            try:
-                task()
-            except Exception:  # pragma: no cover - tasks handle their own errors
-                logger.exception("task %r failed", task)
-
-
 class _Wakeup(IOHandler):
     """The loop's own socketpair end: another thread wrote a byte to wake the loop."""
 
@@ -217,7 +164,7 @@ class Loop:
     def __init__(self, name: str = "ws4web-loop", *, budget: float = 0.01, recv_size: int = 262144) -> None:
         self.name = name
         self.budget = budget
-        self.spares = _Spares(f"{name}-thread")
+        self.spares = Spares(f"{name}-thread")
         # epoll where the platform has it, driven directly (the selectors module costs a
         # Python call per ready socket); any other platform's best through selectors.
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
