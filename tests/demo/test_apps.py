@@ -23,7 +23,7 @@ from typing import IO
 import pytest
 
 from tests.conftest import TIMEOUT, wait_until
-from tests.test_pubsub import RawClients
+from tests.pubsub.test_hub import RawClients
 from ws4web import connect
 from ws4web.demo import ORIGINS_VARIABLE, page_origins
 from ws4web.demo.handler import SAY_LIMIT

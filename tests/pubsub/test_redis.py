@@ -2,7 +2,7 @@
 
 Each test starts its own redis-server on a free loopback port and stops it. The
 server processes under test are this module run as a program (``python -m
-tests.test_pubsub_redis node ...``): a WebSocketServer with a Hub over a
+tests.pubsub.test_redis node ...``): a WebSocketServer with a Hub over a
 RedisBackplane, driven by JSON lines on stdin and answering on stdout.
 """
 
@@ -33,7 +33,7 @@ from tests.conftest import TIMEOUT, wait_until
 from ws4web import WebSocket, connect
 from ws4web.frames import Opcode
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REDIS_SERVER = shutil.which("redis-server")
 
 if __name__ != "__main__":
@@ -120,7 +120,7 @@ class Node:
     """A server process: WebSocketServer + Hub + RedisBackplane; commands over stdin, answers on stdout."""
 
     def __init__(self, redis_url: str, prefix: str, **options: Any) -> None:
-        command = [sys.executable, "-m", "tests.test_pubsub_redis", "node", "--redis", redis_url, "--prefix", prefix]
+        command = [sys.executable, "-m", "tests.pubsub.test_redis", "node", "--redis", redis_url, "--prefix", prefix]
         for name, value in options.items():
             command += [f"--{name.replace('_', '-')}", str(value)]
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
@@ -333,7 +333,7 @@ def test_presence_spans_processes_and_a_killed_process_leaves_no_ghosts(redis_se
 
 
 def test_slow_consumer_behind_redis_is_evicted_without_slowing_100_others(nodes: Any) -> None:
-    from tests.test_pubsub import RawClients, read_until_close
+    from tests.pubsub.test_hub import RawClients, read_until_close
 
     a = nodes(max_queue_bytes=128 * 1024)
     b = nodes(max_queue_bytes=128 * 1024)
@@ -464,7 +464,7 @@ def test_the_outbox_stays_bounded_while_redis_stalls(redis_server: RedisServer, 
 
 def test_inbound_streams_and_oversize_messages_are_bounded(redis_server: RedisServer, make_server: Any) -> None:
     """A stranger on the channel makes up origins and sends a message too large for any member."""
-    from tests.test_pubsub import make_hub_handler
+    from tests.pubsub.test_hub import make_hub_handler
     from ws4web.pubsub import Hub
     from ws4web.pubsub.redis import RedisBackplane, encode_envelope
 
@@ -500,7 +500,7 @@ def test_inbound_streams_and_oversize_messages_are_bounded(redis_server: RedisSe
 @pytest.mark.timeout(180)
 def test_a_flood_through_redis_grows_neither_process(nodes: Any) -> None:
     """Issue 17 across processes: a member of node a floods; 19 members on node b talk meanwhile."""
-    from tests.test_pubsub import Flooder, RawClients
+    from tests.pubsub.test_hub import Flooder, RawClients
 
     a, b = nodes(), nodes()
     honest = RawClients(b.port, 19, path="/chat", keep_if=lambda data: data.startswith(b"honest-"))
@@ -551,7 +551,7 @@ def _rss_kib(field: str = "VmRSS") -> int:
 def node_main(argv: list[str]) -> None:
     import logging
 
-    from tests.test_pubsub import make_hub_handler, numbered
+    from tests.pubsub.test_hub import make_hub_handler, numbered
     from ws4web import WebSocketServer
     from ws4web.pubsub import Hub
     from ws4web.pubsub.redis import RedisBackplane

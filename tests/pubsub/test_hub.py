@@ -1006,7 +1006,7 @@ CHAT_ROOM = "chat"
 
 
 def chat_server_main(argv: list[str]) -> None:
-    """``python -m tests.test_pubsub chat [--rate R --burst B --action A]``: the chat demo's
+    """``python -m tests.pubsub.test_hub chat [--rate R --burst B --action A]``: the chat demo's
     protocol on a Hub; prints its port, then answers ``status`` / ``quit`` lines on stdin."""
     import argparse
     import json
@@ -1069,9 +1069,9 @@ class ChatServer:
     """chat_server_main() in a subprocess: its RSS is the server's alone."""
 
     def __init__(self, *options: str) -> None:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.test_pubsub", "chat", *options],
+            [sys.executable, "-m", "tests.pubsub.test_hub", "chat", *options],
             cwd=root,
             env=dict(os.environ, PYTHONPATH=root),
             stdin=subprocess.PIPE,
