@@ -944,27 +944,28 @@ class Hub:
 
     # -- failures and eviction ----------------------------------------------------------
 
-    def _fail(self, record: _Member) -> None:
-        """A write to ``record`` failed: its connection is gone; forget it."""
+    def _drop_member(self, record: _Member) -> bool:
+        """Remove ``record``; False if it was gone already."""
         _acquire(self._lock)
         try:
             if record.state is GONE:
-                return
+                return False
             self._remove(record)
+            return True
         finally:
             self._lock.release()
+
+    def _fail(self, record: _Member) -> None:
+        """A write to ``record`` failed: its connection is gone; forget it."""
+        if not self._drop_member(record):
+            return
         with self._stats_lock:
             self._stats.failed += 1
         self.backplane.membership_changed()
 
     def _evict(self, record: _Member, reason: str) -> None:
-        _acquire(self._lock)
-        try:
-            if record.state is GONE:
-                return
-            self._remove(record)
-        finally:
-            self._lock.release()
+        if not self._drop_member(record):
+            return
         with self._stats_lock:
             self._stats.evicted += 1
         logger.warning("closing %r with %d: %s", record.handler, self.close_code, reason)
