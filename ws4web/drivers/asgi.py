@@ -23,7 +23,7 @@ would wait (``recv()``, ``wait_closed()``). One WARNING names the class.
 The callback that overran held the loop for as long as it ran: that is the
 price of quick callbacks without a thread hop (docs/adapters-asgi.md).
 
-Threads are spares (:class:`Spares`), held only while a connection has hooks
+Threads are spares (:class:`~ws4web.concurrency.Spares`), held only while a connection has hooks
 to deliver: an idle connection holds none. Items reach the *inbox* in order
 (open, messages, close) and exactly one runner delivers a connection's hooks
 at a time, so a handler sees them in order.
