@@ -10,6 +10,7 @@ import operator
 import os
 import queue
 import select
+import signal
 import socket
 import ssl
 import struct
@@ -27,6 +28,13 @@ from ws4web.drivers.blocking import BlockingDriver
 from ws4web.logs import connection_log
 from ws4web.messages import Message
 from ws4web.upgrade import wrap_socket
+
+# A shell runs a background job with SIGINT ignored, and an ignored signal stays ignored
+# across exec: every program the tests start would then shrug off the Ctrl-C they send
+# it. A handler (not SIG_IGN) here is reset to the default in each child, where Python
+# installs its own KeyboardInterrupt.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 CERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "certs")
 CA_FILE = os.path.join(CERTS, "ca.pem")

@@ -75,6 +75,11 @@ def parse_url(url: str) -> WebSocketURL:
     (its message without the URL's credentials or query values) otherwise.
     """
     safe = redact_url(url)
+    authority = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0].rpartition("@")[2]
+    if authority.startswith("[") and authority.partition("]")[2][:1] not in ("", ":"):
+        # RFC 3986 §3.2.2: only ":" port may follow an IP-literal's "]". Checked before
+        # urllib, whose own check (and message) differs between Python releases.
+        raise InvalidURI(f"{safe!r} has characters after the IPv6 address")
     try:
         # urllib deletes tabs, CRs and LFs anywhere in a URL (WHATWG): encode them instead,
         # so that what is sent is what was written.
@@ -87,14 +92,10 @@ def parse_url(url: str) -> WebSocketURL:
         raise InvalidURI(f"{safe!r} has a fragment")
     if not parsed.hostname:
         raise InvalidURI(f"{safe!r} has no host")
-    authority = parsed.netloc.rpartition("@")[2]
-    if authority.startswith("["):
+    if authority.startswith("[") and ":" not in parsed.hostname:
         # RFC 3986 §3.2.2: an IP-literal is an IPv6 address (IPvFuture names no address
-        # anything can connect to), and only ":" port may follow its "]".
-        if ":" not in parsed.hostname:
-            raise InvalidURI(f"{safe!r}: only an IPv6 address goes between [ and ]")
-        if authority.partition("]")[2][:1] not in ("", ":"):
-            raise InvalidURI(f"{safe!r} has characters after the IPv6 address")
+        # anything can connect to).
+        raise InvalidURI(f"{safe!r}: only an IPv6 address goes between [ and ]")
     secure = parsed.scheme == "wss"
     try:
         port = parsed.port
