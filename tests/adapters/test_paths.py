@@ -37,6 +37,7 @@ ROOM = "3f2b8c1e-9a4d-4e6f-8b1a-2c3d4e5f6a7b"
         ("/item/{n:int}", "/item/42", {"n": 42}),
         ("/item/{n:int}", "/item/-1", None),
         ("/item/{n:int}", "/item/4x", None),
+        ("/item/{n:int}", "/item/" + "9" * 5000, None),  # past int()'s digit limit: no match, no error
         ("/at/{x:float}", "/at/1.5", {"x": 1.5}),
         ("/at/{x:float}", "/at/7", {"x": 7.0}),
         ("/at/{x:float}", "/at/.5", None),

@@ -96,7 +96,10 @@ class PathPattern:
         found = self._regex.fullmatch(path)
         if found is None:
             return None
-        return {name: self._converters[name].convert(value) for name, value in found.groupdict().items()}
+        try:
+            return {name: self._converters[name].convert(value) for name, value in found.groupdict().items()}
+        except ValueError:  # digits past int()'s limit (4300 by default): no route, not a crash
+            return None
 
     def __repr__(self) -> str:
         return f"PathPattern({self.pattern!r})"
