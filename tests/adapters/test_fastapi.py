@@ -43,6 +43,8 @@ def current_user(x_token: str = Header("")) -> str:
     """Refuses with WebSocketException (close before accept) or HTTPException (an HTTP answer)."""
     if x_token == "http-refusal":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "not you")
+    if x_token == "http-401":
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "log in", headers={"WWW-Authenticate": "Bearer"})
     user = USERS.get(x_token)
     if user is None:
         raise WebSocketException(status.WS_1008_POLICY_VIOLATION, "unknown token")
@@ -238,6 +240,10 @@ def test_under_uvicorn_refusals_come_before_any_101_and_the_user_gets_in(served:
     with pytest.raises(InvalidStatus) as info:
         connect(f"ws://{served}/chat/lobby/1", headers=[("X-Token", "http-refusal")], timeout=TIMEOUT)
     assert info.value.status == 403 and json.loads(info.value.body) == {"detail": "not you"}
+    with pytest.raises(InvalidStatus) as info:  # any status, with its headers
+        connect(f"ws://{served}/chat/lobby/1", headers=[("X-Token", "http-401")], timeout=TIMEOUT)
+    assert info.value.status == 401
+    assert ("www-authenticate", "Bearer") in [(name.lower(), value) for name, value in info.value.headers]
     assert Room.built == []
     with connect(f"ws://{served}/chat/lobby/3", headers=[("X-Token", "t-bob")], timeout=TIMEOUT) as ws:
         assert json.loads(ws.recv(timeout=TIMEOUT).data) == {"user": "bob", "view_args": {"room": "lobby", "n": 3}}
