@@ -196,12 +196,31 @@ def test_what_cannot_work_fails_when_the_route_is_added() -> None:
         add_websocket_route(app, "/ws", Room, depends={"user": current_user})  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="dependencies must be fastapi Depends"):
         add_websocket_route(app, "/ws", Room, dependencies=[current_user])  # type: ignore[list-item]
-    for name in ("send", "request", "view_args", "received_message", "_private", "websocket", "not-a-name"):
+    class Own(Room):
+        guest = "nobody"  # a plain default: the dependency's result replaces it
+
+        @property
+        def shown(self) -> str:
+            return self.user
+
+        def helper(self) -> None:
+            pass
+
+    taken = ("send", "request", "view_args", "received_message", "shown", "helper")
+    for name in (*taken, "_private", "websocket", "not-a-name"):
         with pytest.raises(ValueError, match="the handler's attribute"):
-            add_websocket_route(app, "/ws", Room, depends={name: Depends(current_user)})
+            add_websocket_route(app, "/ws", Own, depends={name: Depends(current_user)})
+    add_websocket_route(app, "/guest", Own, depends={"guest": Depends(current_user), "user": Depends(current_user)})
     with pytest.raises(TypeError, match="unknown option"):
         add_websocket_route(app, "/ws", WebSocket, max_mesage_size=5)
-    assert not [r for r in app.router.routes if isinstance(getattr(r, "endpoint", None), WebSocketEndpoint)]
+    added = [r for r in app.router.routes if isinstance(getattr(r, "endpoint", None), WebSocketEndpoint)]
+    assert [r.path for r in added] == ["/guest"]  # what failed added nothing
+    with TestClient(app) as test_client, test_client.websocket_connect("/guest", headers={"X-Token": "t-bob"}) as ws:
+        ws.receive_text()
+        ws.send_text("x")
+        ws.receive_text()
+        (handler,) = Room.built
+        assert isinstance(handler, Own) and handler.guest == "bob" and Own.guest == "nobody"
 
 
 # -- a real server ----------------------------------------------------------------------------------------------

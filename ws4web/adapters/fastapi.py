@@ -89,7 +89,8 @@ def add_websocket_route(
     for key, dependency in depends.items():
         if not isinstance(dependency, Depends):
             raise TypeError(f"depends[{key!r}] must be a fastapi Depends(...), not {dependency!r}")
-        taken = key in _TAKEN or callable(getattr(handler_cls, key, None))
+        existing = inspect.getattr_static(handler_cls, key, None)  # a plain default value is fine
+        taken = key in _TAKEN or callable(existing) or hasattr(type(existing), "__get__")
         if not key.isidentifier() or key.startswith("_") or taken:
             raise ValueError(
                 f"depends[{key!r}]: the result would be the handler's attribute {key!r}, which "
