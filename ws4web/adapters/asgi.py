@@ -426,7 +426,7 @@ def websocket_route(
 
 
 class WebSocketMiddleware:
-    """ASGI middleware: WebSockets to the mounted paths run ws4web handlers, the rest reaches ``app``.
+    """ASGI middleware: WebSockets whose path matches a route run ws4web handlers, the rest reaches ``app``.
 
     ``WebSocketMiddleware(app, {"/ws": Chat, "/chat/{room}": Room}, **options)``:
     a handler class is built into a :class:`WebSocketASGIApp` with ``options``; a
@@ -478,4 +478,3 @@ class WebSocketMiddleware:
     ) -> None:
         """Shut down every mounted app (lifespan events are the wrapped app's: nothing calls this by itself)."""
         await asyncio.gather(*(target.shutdown(code, reason, timeout) for target in self.routes.values()))
-
