@@ -113,6 +113,20 @@ def test_a_refusing_dependency_answers_before_any_handler_exists() -> None:
     assert Room.built == [] and door.websockets == set()
 
 
+def test_a_dependency_missing_a_required_parameter_refuses_with_1008() -> None:
+    def needs_token(token: str) -> str:  # a required query parameter
+        return token
+
+    app = FastAPI()
+    add_websocket_route(app, "/ws", Room, depends={"user": Depends(needs_token)})
+    with TestClient(app) as test_client:
+        closed = refused(test_client, "/ws", "")
+        assert isinstance(closed, WebSocketDisconnect) and closed.code == 1008
+        with test_client.websocket_connect("/ws?token=ann") as ws:
+            assert json.loads(ws.receive_text())["user"] == "ann"
+    assert len(Room.built) == 1
+
+
 def test_dependency_overrides_apply() -> None:
     app, _ = make_app()
     app.dependency_overrides[current_user] = lambda: "tester"
