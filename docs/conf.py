@@ -69,9 +69,9 @@ intersphinx_mapping = {
     "werkzeug": ("https://werkzeug.palletsprojects.com/en/2.2.x/", "_inventories/werkzeug.inv"),
 }
 intersphinx_timeout = 1
-# Projects that publish no Sphinx inventory (Starlette, uvicorn: MkDocs) or none we
+# Projects that publish no Sphinx inventory (Starlette, FastAPI, uvicorn: MkDocs) or none we
 # could ship: their names stay plain text.
-_NO_INVENTORY = r"(starlette|uvicorn|hypercorn|redis|python_socks|cheroot|typing_extensions)(\..*)?"
+_NO_INVENTORY = r"(starlette|fastapi|uvicorn|hypercorn|redis|python_socks|cheroot|typing_extensions)(\..*)?"
 # Signatures name some standard-library types by the private module that defines them
 # (``_thread.lock``, ``asyncio.events.AbstractEventLoop``); Python documents them under their
 # public names only, so these cannot link.
@@ -83,6 +83,8 @@ nitpick_ignore = [
     ("py:class", "ws4web.upgrade.W"),
     ("py:class", "ws4web.upgrade.T"),
     ("py:class", "ws4web.adapters.flask.W"),
+    ("py:class", "ws4web.adapters._paths.T"),
+    ("py:obj", "ws4web.adapters._paths.T"),
     # Types that exist but that their own documentation does not describe.
     ("py:class", "zlib._Compress"),
     ("py:class", "zlib._Decompress"),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from ws4web import ConnectionClosed, WebSocket, connect
+from ws4web import ConnectionClosed, InvalidStatus, WebSocket, connect
 from ws4web.messages import BinaryMessage, Message, TextMessage
 
 from .conftest import TIMEOUT, ServerFactory, ws_url
@@ -126,6 +126,7 @@ SERVER_EXAMPLES = [
     ServerExample("echo_gevent", ("gevent",)),
     ServerExample("echo_wsgiref"),
     ServerExample("gevent_mounted", ("gevent",), "/ws"),
+    ServerExample("fastapi_app", ("fastapi", "uvicorn"), "/echo"),
     ServerExample("flask_chat_werkzeug", ("flask",), "/ws", "chat"),
     ServerExample("flask_chat_gunicorn", ("flask", "gunicorn"), "/ws", "chat", "gthread"),
     ServerExample("flask_chat_gunicorn", ("flask", "gunicorn", "gevent"), "/ws", "chat", "gevent"),
@@ -189,6 +190,30 @@ def test_server_example_stops_with_1001_and_no_traceback(
     text = stderr.decode(errors="replace")
     assert proc.returncode == 0, text
     assert "Traceback" not in text, text
+
+
+def test_fastapi_example_lets_a_known_token_in_and_refuses_others_before_the_101() -> None:
+    pytest.importorskip("fastapi")
+    port = free_port()
+    command = [sys.executable, os.path.join(EXAMPLES, "fastapi_app.py"), "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, proc)
+        with connect(f"ws://127.0.0.1:{port}/chat/lobby?token=t-bob", timeout=TIMEOUT) as ws:
+            assert ws.recv(TIMEOUT) == TextMessage("bob joined lobby")
+            ws.send("hi")
+            assert ws.recv(TIMEOUT) == TextMessage("bob: hi")
+        for query in ("", "?token=nope"):
+            with pytest.raises(InvalidStatus) as refused:
+                connect(f"ws://127.0.0.1:{port}/chat/lobby{query}", timeout=TIMEOUT)
+            assert refused.value.status == 403
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+        connection.request("GET", "/")
+        assert json.loads(connection.getresponse().read())["echo"] == "/echo"
+        connection.close()
+    finally:
+        proc.kill()
+        proc.communicate(timeout=TIMEOUT)
 
 
 class Driver(WebSocket):

@@ -66,6 +66,9 @@ class WebSocket:
         self.heartbeat_freq = heartbeat_freq
         #: the parsed upgrade request (set by :meth:`bind`)
         self.request: Request | None = None
+        #: the route's path parameters (``{"room": "lobby"}`` for ``/chat/{room}``), as the
+        #: router converted them; set by the door before :meth:`opened` (docs/adapters.md)
+        self.view_args: dict[str, Any] = {}
         self._connection: Driver | None = None
         self._closed_called = False
 

@@ -936,7 +936,17 @@ def test_starlette_test_client() -> None:
         async def received_message(self, message: Message) -> None:  # type: ignore[override]
             await self.asend(message)
 
-    app = Starlette(routes=[websocket_route("/ws", Hello, protocols=["p"]), websocket_route("/async", AsyncEcho)])
+    class Room(WebSocket):
+        def opened(self) -> None:
+            self.send(repr(sorted(self.view_args.items())))
+
+    app = Starlette(
+        routes=[
+            websocket_route("/ws", Hello, protocols=["p"]),
+            websocket_route("/async", AsyncEcho),
+            websocket_route("/room/{name}/{n:int}", Room),
+        ]
+    )
     with TestClient(app) as test_client:
         with test_client.websocket_connect("/ws", subprotocols=["p"]) as ws:
             assert ws.receive_text() == "hello p"
@@ -945,6 +955,8 @@ def test_starlette_test_client() -> None:
         with test_client.websocket_connect("/async") as ws:
             ws.send_text("a")
             assert ws.receive_text() == "a"
+        with test_client.websocket_connect("/room/lobby/3") as ws:  # Starlette's path_params are view_args
+            assert ws.receive_text() == "[('n', 3), ('name', 'lobby')]"
 
 
 # -- the door: one policy, one registry --------------------------------------------------------------------

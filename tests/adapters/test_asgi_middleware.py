@@ -131,6 +131,11 @@ class Chat(WebSocket):
         self.send("ws4web chat: " + str(message))
 
 
+class Params(WebSocket):
+    def opened(self) -> None:
+        self.send(json.dumps({"view_args": self.view_args, "path": self.request.path if self.request else None}))
+
+
 class Feed(WebSocket):
     def opened(self) -> None:
         self.send(f"ws4web feed, subprotocol={self.subprotocol}")
@@ -487,6 +492,19 @@ def test_mount_paths_are_relative_to_the_root_path() -> None:
         with client(served.ws("/starlette-ws")) as ws:
             ws.send("app")
             assert ws.recv(timeout=TIMEOUT) == TextMessage("starlette: app")
+
+
+def test_route_parameters_reach_the_handler_as_under_the_wsgi_middleware() -> None:
+    routes = {"/ws": Chat, "/ws/{room}/{n:int}": Params, "/ws/admin/{n:int}": Feed}
+    middleware = WebSocketMiddleware(make_site(), routes)
+    with serving(middleware, root_path="/api") as served:
+        with client(served.ws("/ws/r%C3%A9/7?x=1")) as ws:
+            seen = json.loads(ws.recv(timeout=TIMEOUT).data)
+            assert seen == {"view_args": {"room": "ré", "n": 7}, "path": "/api/ws/r%C3%A9/7?x=1"}  # the full target
+        assert refused_status(served.ws("/ws/lobby")) == 403  # no route matches the whole path: the app's
+        assert refused_status(served.ws("/ws/lobby/x")) == 403  # {n:int}
+        with client(served.ws("/ws/admin/1")) as ws:  # the first pattern that matches, in order
+            assert json.loads(ws.recv(timeout=TIMEOUT).data)["view_args"] == {"room": "admin", "n": 1}
 
 
 # -- construction ---------------------------------------------------------------------------------------

@@ -44,11 +44,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Echo(WebSocket):
-    """Sends every message back; "path" asks for the request target the handler saw."""
+    """Sends every message back; "path" asks for the request target the handler saw, "params" for its view_args."""
 
     def received_message(self, message: Message) -> None:
         if message.opcode is Opcode.TEXT and message.data == b"path":
             self.send(self.request.path if self.request is not None else "?")
+            return
+        if message.opcode is Opcode.TEXT and message.data == b"params":
+            self.send(json.dumps(self.view_args))
             return
         self.send(message.data, binary=message.opcode is Opcode.BINARY)
 
@@ -77,7 +80,7 @@ def make_site() -> flask.Flask:
 
 
 def make_app() -> WebSocketMiddleware:
-    return WebSocketMiddleware(make_site().wsgi_app, {"/ws": Echo}, close_timeout=2.0)
+    return WebSocketMiddleware(make_site().wsgi_app, {"/ws": Echo, "/ws/{room}/{n:int}": Echo}, close_timeout=2.0)
 
 
 #: What the gunicorn subprocesses serve.
@@ -127,7 +130,7 @@ def upgrade_bytes(port: int, key: str, *, path: str = "/ws", version: str = "13"
 
 
 def check_echo(port: int) -> None:
-    with connect(f"ws://127.0.0.1:{port}/ws/room?x=1", timeout=TIMEOUT) as ws:
+    with connect(f"ws://127.0.0.1:{port}/ws/r%C3%A9/7?x=1", timeout=TIMEOUT) as ws:
         ws.send("héllo")
         assert ws.recv(TIMEOUT).data == "héllo".encode()
         payload = os.urandom(100_000)
@@ -135,7 +138,9 @@ def check_echo(port: int) -> None:
         reply = ws.recv(TIMEOUT)
         assert reply.opcode is Opcode.BINARY and reply.data == payload
         ws.send("path")
-        assert ws.recv(TIMEOUT).data == b"/ws/room?x=1"
+        assert ws.recv(TIMEOUT).data == b"/ws/r%C3%A9/7?x=1"
+        ws.send("params")  # the route's parameters, decoded and converted as under ASGI
+        assert json.loads(ws.recv(TIMEOUT).data) == {"room": "ré", "n": 7}
 
 
 def check_early_frames(port: int) -> None:
@@ -276,7 +281,8 @@ def test_passthrough_keeps_environ_start_response_and_iterable() -> None:
     for environ in (
         {"PATH_INFO": "/ws", "REQUEST_METHOD": "GET"},
         {"PATH_INFO": "/other", "HTTP_UPGRADE": "websocket"},
-        {"PATH_INFO": "/wsx", "HTTP_UPGRADE": "websocket"},  # not below /ws
+        {"PATH_INFO": "/wsx", "HTTP_UPGRADE": "websocket"},
+        {"PATH_INFO": "/ws/room", "HTTP_UPGRADE": "websocket"},  # a route matches the whole path
     ):
 
         def start_response(*args: Any) -> None:
@@ -311,14 +317,18 @@ def test_upgrade_without_a_socket_hook_is_501_and_mounts_follow_script_name() ->
     }
     body = b"".join(middleware(dict(environ), lambda status, headers, exc_info=None: statuses.append(status)))
     assert statuses == ["501 Not Implemented"] and b"NoSocket/1.0" in body and called == []
-    # /site/ws with the middleware mounted at / is not a mount point: the app answers.
+    # /site/ws with the middleware mounted at / is not a route: the app answers.
     body = b"".join(middleware(dict(environ, SCRIPT_NAME="", PATH_INFO="/site/ws"), lambda *args: None))
     assert body == b"app" and called == ["/site/ws"]
 
 
-def test_mount_paths_must_be_absolute() -> None:
-    with pytest.raises(ValueError):
+def test_route_paths_must_be_absolute_and_well_formed() -> None:
+    with pytest.raises(ValueError, match="starting with '/'"):
         WebSocketMiddleware(make_site().wsgi_app, {"ws": Echo})
+    with pytest.raises(ValueError, match="unknown parameter kind"):
+        WebSocketMiddleware(make_site().wsgi_app, {"/ws/{n:number}": Echo})
+    with pytest.raises(TypeError, match="not a WebSocket subclass"):
+        WebSocketMiddleware(make_site().wsgi_app, {"/ws": make_site()})  # type: ignore[dict-item]
 
 
 def test_werkzeug_dev_server(caplog: pytest.LogCaptureFixture) -> None:

@@ -32,6 +32,7 @@ from ..handshake import Accepted, reject
 from ..http11 import Headers, Request, Response
 from ..logs import ConnectionLog, format_peer, new_id
 from ..websocket import WebSocket
+from ._paths import environ_params
 
 __all__ = [
     "REQUEST_TIMEOUT",
@@ -326,6 +327,7 @@ class WebSocketWSGIApplication:
             takeover = hook.takeover(environ)
             try:
                 handler = self.policy.make_handler(takeover.sock, accepted, environ)
+                handler.view_args = environ_params(environ)
             except Exception as exc:
                 log.exception("could not build %s", self.handler_cls.__name__)
                 raise unexpected_error(exc) from exc

@@ -25,6 +25,7 @@ from ..http11 import Headers, Request, Response
 from ..logs import ConnectionLog, format_peer, new_id
 from ..messages import Message
 from ..websocket import WebSocket
+from ._paths import PathRoutes, asgi_path, scope_params, with_scope_params
 
 __all__ = [
     "UNSUPPORTED_OPTIONS",
@@ -170,7 +171,7 @@ class WebSocketASGIApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
         if kind == "websocket":
-            await self._websocket(scope, receive, send)
+            await self.serve(scope, receive, send)
         elif self.app is not None:
             await self.app(scope, receive, send)
         elif kind == "lifespan":
@@ -188,7 +189,17 @@ class WebSocketASGIApp:
             await send({"type": "http.response.start", "status": 404, "headers": headers})
             await send({"type": "http.response.body", "body": body})
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, *, attributes: Mapping[str, object] | None = None
+    ) -> None:
+        """Run one ``websocket`` scope through this door, setting ``attributes`` on the handler.
+
+        The handler is built once the policy accepted the request; its
+        :attr:`~ws4web.websocket.WebSocket.view_args` are ``scope["path_params"]``
+        (what a router matched) and each of ``attributes`` (for a framework's
+        per-request values: :mod:`ws4web.adapters.fastapi` passes its dependencies'
+        results) is set on it before the accept, so before ``opened()``.
+        """
         if (await receive()).get("type") != "websocket.connect":
             return  # the client left before the handshake
         self._loops.add(asyncio.get_running_loop())
@@ -209,6 +220,9 @@ class WebSocketASGIApp:
                 else:
                     accepted = policy.evaluate(request, server_checked=checked)
                 handler = policy.make_handler(None, accepted, scope)
+                handler.view_args = scope_params(scope)
+                for name, value in (attributes or {}).items():
+                    setattr(handler, name, value)
             except InvalidHandshake:
                 raise
             except Exception as exc:  # a hook or the handler's constructor failed
@@ -286,7 +300,8 @@ async def close_all(
 
 
 def _ws4web_apps(app: Any, depth: int = 0) -> Iterator[WebSocketASGIApp]:
-    """The ws4web apps inside ``app``: itself, a middleware's mounts, Starlette routes and middleware."""
+    """The ws4web apps inside ``app``: itself, a middleware's routes, Starlette routes and middleware,
+    FastAPI routes (:mod:`ws4web.adapters.fastapi` endpoints carry theirs)."""
     if depth > 8 or app is None:
         return
     if isinstance(app, WebSocketASGIApp):
@@ -300,6 +315,9 @@ def _ws4web_apps(app: Any, depth: int = 0) -> Iterator[WebSocketASGIApp]:
                 yield from WebSocketMiddleware(_no_app, *middleware.args, **middleware.kwargs).routes.values()
         for route in getattr(app, "routes", ()):
             yield from _ws4web_apps(getattr(route, "app", None), depth + 1)
+            endpoint_app = getattr(getattr(route, "endpoint", None), "ws4web_app", None)
+            if isinstance(endpoint_app, WebSocketASGIApp):
+                yield endpoint_app
 
 
 async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:  # pragma: no cover - never called
@@ -397,20 +415,26 @@ def hypercorn_shutdown_trigger(
 def websocket_route(
     path: str, handler_cls: type[WebSocket], protocols: Sequence[str] = (), *, name: str | None = None, **options: Any
 ) -> Any:
-    """A ``starlette.routing.WebSocketRoute`` running ``handler_cls``; its ``.app`` is the WebSocketASGIApp."""
+    """A ``starlette.routing.WebSocketRoute`` running ``handler_cls``; its ``.app`` is the WebSocketASGIApp.
+
+    ``path`` is Starlette's (``/chat/{room}``, ``/item/{id:int}``); the handler
+    finds the parameters in its ``view_args``.
+    """
     from starlette.routing import WebSocketRoute
 
     return WebSocketRoute(path, WebSocketASGIApp(handler_cls, protocols, **options), name=name or handler_cls.__name__)
 
 
 class WebSocketMiddleware:
-    """ASGI middleware: WebSockets to the mounted paths run ws4web handlers, the rest reaches ``app``.
+    """ASGI middleware: WebSockets whose path matches a route run ws4web handlers, the rest reaches ``app``.
 
-    ``WebSocketMiddleware(app, {"/ws": Chat, "/feed": Feed}, **options)``: a
-    handler class is built into a :class:`WebSocketASGIApp` with ``options``; a
-    WebSocketASGIApp keeps its own. Paths match ``scope["path"]`` exactly,
-    relative to ``scope["root_path"]`` as Starlette matches routes; every other
-    scope goes to ``app`` as it came. Also a Starlette middleware class:
+    ``WebSocketMiddleware(app, {"/ws": Chat, "/chat/{room}": Room}, **options)``:
+    a handler class is built into a :class:`WebSocketASGIApp` with ``options``; a
+    WebSocketASGIApp keeps its own. Route paths (docs/adapters.md, "Route paths",
+    the WSGI middleware's rule too) match ``scope["path"]``, relative to
+    ``scope["root_path"]`` as Starlette matches routes; their parameters go to
+    ``scope["path_params"]`` and from there to the handler's ``view_args``. Every
+    other scope goes to ``app`` as it came. Also a Starlette middleware class:
     ``app.add_middleware(WebSocketMiddleware, routes={"/ws": Chat})``.
     """
 
@@ -422,25 +446,25 @@ class WebSocketMiddleware:
         if "app" in options:
             raise TypeError("WebSocketMiddleware: pass the wrapped app first, positionally (app= is not an option)")
         self.app = app
-        #: mount path -> the WebSocketASGIApp serving it
-        self.routes: dict[str, WebSocketASGIApp] = {}
+        built: dict[str, WebSocketASGIApp] = {}
         for path, target in routes.items():
-            if not isinstance(path, str) or not path.startswith("/"):
-                raise ValueError(f"WebSocketMiddleware: mount path {path!r} must be a str starting with '/'")
             if isinstance(target, WebSocketASGIApp):
-                self.routes[path] = target
+                built[path] = target
             elif isinstance(target, type) and issubclass(target, WebSocket):
-                self.routes[path] = WebSocketASGIApp(target, **options)
+                built[path] = WebSocketASGIApp(target, **options)
             else:
                 raise TypeError(
                     f"WebSocketMiddleware: {path!r} maps to {target!r}, not a WebSocket subclass or a WebSocketASGIApp"
                 )
+        #: route path -> the WebSocketASGIApp serving it
+        self.routes: PathRoutes[WebSocketASGIApp] = PathRoutes(built)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") == "websocket":
-            target = self.routes.get(_route_path(scope))
-            if target is not None:
-                await target(scope, receive, send)
+            found = self.routes.match(asgi_path(scope))
+            if found is not None:
+                target, params = found
+                await target(with_scope_params(scope, params) if params else scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -454,12 +478,3 @@ class WebSocketMiddleware:
     ) -> None:
         """Shut down every mounted app (lifespan events are the wrapped app's: nothing calls this by itself)."""
         await asyncio.gather(*(target.shutdown(code, reason, timeout) for target in self.routes.values()))
-
-
-def _route_path(scope: Scope) -> str:
-    """``scope["path"]`` relative to ``scope["root_path"]``, as Starlette's router sees it."""
-    path = str(scope.get("path", ""))
-    root = str(scope.get("root_path") or "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
-        return path[len(root) :] or "/"
-    return path

@@ -87,13 +87,12 @@ def _call(callback: Callable[[], T]) -> T:
 class _InRequestContext(WebSocket):
     """Put before a handler class: its hooks run in the upgrade request's context."""
 
-    #: the route's path parameters (``<room>`` ...), as Flask converted them
-    view_args: dict[str, Any]
     _flask_scope: _RequestScope
 
     def bind(self, driver: Driver, request: Request | None = None) -> None:
         # The door binds in the view's thread, where Flask's context is active.
         self._flask_scope = _RequestScope()
+        # WebSocket.view_args, as Flask's URL map converted them (``<int:n>`` gives an int).
         self.view_args = dict(flask.request.view_args or {})
         super().bind(driver, request)
 

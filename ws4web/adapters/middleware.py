@@ -8,9 +8,11 @@
     app = Flask(__name__)
     app.wsgi_app = WebSocketMiddleware(app.wsgi_app, {"/ws": Chat, "/feed": Feed}, max_message_size=2**16)
 
-Upgrade requests (``Upgrade: websocket``) whose path is a mount point (or
-below one) go to ws4web; every other request reaches the wrapped application
-untouched: same environ, same ``start_response``, its iterable returned as is.
+Upgrade requests (``Upgrade: websocket``) whose path matches a route
+(``/ws``, ``/chat/{room}``: the ASGI middleware's rule too, docs/adapters.md)
+go to ws4web; every other request reaches the wrapped
+application untouched: same environ, same ``start_response``, its iterable
+returned as is.
 
 A WebSocket needs the server's socket. Servers known to hand it over:
 
@@ -47,6 +49,7 @@ from ..concurrency import THREADING, Primitives
 from ..exceptions import InvalidHandshake
 from ..handshake import check_request
 from ..websocket import WebSocket
+from ._paths import PathRoutes, with_environ_params, wsgi_path
 from ._wsgi import (
     REQUEST_TIMEOUT,
     HeadReader,
@@ -393,56 +396,55 @@ def _unsupported(
 class WebSocketMiddleware:
     """Serve WebSocket handlers on some paths in front of a WSGI application.
 
-    ``mounts`` maps a path to a :class:`~ws4web.websocket.WebSocket` subclass (or a
-    ready :class:`~ws4web.adapters.gevent.WebSocketWSGIApplication`); a mount
-    also covers the paths below it (``/ws`` covers ``/ws/room``), relative to
-    ``SCRIPT_NAME``; the handler sees the full request target. ``options``
+    ``routes`` maps a route path (``/ws``, ``/chat/{room}``; docs/adapters.md,
+    "Route paths") to a :class:`~ws4web.websocket.WebSocket` subclass or a ready
+    :class:`~ws4web.adapters.gevent.WebSocketWSGIApplication`. Paths are matched
+    against ``PATH_INFO``, relative to ``SCRIPT_NAME``; the handler sees the full
+    request target, and the route's parameters in ``view_args``. ``options``
     go to each :class:`~ws4web.adapters.gevent.WebSocketWSGIApplication` built for a class:
     ``protocols``, ``extensions``, ``select_subprotocol``, ``origins``,
     ``authenticate`` and the handler options (``max_message_size`` ...).
     """
 
     def __init__(
-        self, app: WSGIApp, mounts: Mapping[str, type[WebSocket] | WebSocketWSGIApplication], **options: Any
+        self, app: WSGIApp, routes: Mapping[str, type[WebSocket] | WebSocketWSGIApplication], **options: Any
     ) -> None:
         self.app = app
-        self.mounts: list[tuple[str, WebSocketWSGIApplication]] = []
-        for path, target in mounts.items():
-            if not path.startswith("/"):
-                raise ValueError(f"mount path must start with '/': {path!r}")
-            ws_app = (
-                target if isinstance(target, WebSocketWSGIApplication) else WebSocketWSGIApplication(target, **options)
-            )
-            self.mounts.append((path.rstrip("/") or "/", ws_app))
-        # Longest first, so /ws/admin wins over /ws.
-        self.mounts.sort(key=lambda mount: -len(mount[0]))
-
-    def _mount_for(self, environ: Mapping[str, Any]) -> WebSocketWSGIApplication | None:
-        # PATH_INFO only: mounts are relative to where the middleware itself is
-        # mounted (SCRIPT_NAME), as with any WSGI dispatcher (PEP 3333).
-        path = environ.get("PATH_INFO", "") or ""
-        for prefix, ws_app in self.mounts:
-            if path == prefix or path.startswith(prefix + "/") or prefix == "/":
-                return ws_app
-        return None
+        built: dict[str, WebSocketWSGIApplication] = {}
+        for path, target in routes.items():
+            if isinstance(target, WebSocketWSGIApplication):
+                built[path] = target
+            elif isinstance(target, type) and issubclass(target, WebSocket):
+                built[path] = WebSocketWSGIApplication(target, **options)
+            else:
+                raise TypeError(
+                    f"WebSocketMiddleware: {path!r} maps to {target!r}, "
+                    "not a WebSocket subclass or a WebSocketWSGIApplication"
+                )
+        #: route path -> the WebSocketWSGIApplication serving it
+        self.routes: PathRoutes[WebSocketWSGIApplication] = PathRoutes(built)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        ws_app = self._mount_for(environ) if _is_upgrade(environ) else None
-        if ws_app is None:
+        # PATH_INFO only: routes are relative to where the middleware itself is
+        # mounted (SCRIPT_NAME), as with any WSGI dispatcher (PEP 3333).
+        found = self.routes.match(wsgi_path(environ)) if _is_upgrade(environ) else None
+        if found is None:
             return self.app(environ, start_response)
+        ws_app, params = found
+        with_environ_params(environ, params)
         outcome = serve_upgrade(ws_app, environ, start_response)
         return outcome.finish() if isinstance(outcome, ServerSupport) else outcome
 
     @property
     def websockets(self) -> set[WebSocket]:
-        """A snapshot of the open WebSockets, on every mount."""
+        """A snapshot of the open WebSockets, on every route."""
         result: set[WebSocket] = set()
-        for _, ws_app in self.mounts:
+        for ws_app in self.routes.values():
             result |= ws_app.websockets
         return result
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Close every open WebSocket with 1001 (Going Away); see
         :meth:`ws4web.adapters.gevent.WebSocketWSGIApplication.shutdown`."""
-        for _, ws_app in self.mounts:
+        for ws_app in self.routes.values():
             ws_app.shutdown(timeout=timeout)
