@@ -140,7 +140,8 @@ class Threaded(Recorded):
 
 class Frames(Recorded):
     """Echoes each data frame as a frame (fragments stay fragments), then, at a message's last
-    frame, a text message listing the frames it saw: ``TEXT- CONTINUATION- CONTINUATION+``."""
+    frame, a text message listing the frames it saw, control frames included:
+    ``TEXT- PING+ CONTINUATION+``."""
 
     def opened(self) -> None:
         try:
@@ -159,10 +160,12 @@ class Frames(Recorded):
                 frame = self.recv_frame()
             except ConnectionClosed:
                 return
-            if frame.opcode.value >= 8:
-                continue  # control frames: the driver answers them
-            self.send_frame(Frame(frame.opcode, frame.data, fin=frame.fin))
+            if frame.opcode is Opcode.CLOSE:
+                continue  # answered by the driver; the next recv_frame() raises ConnectionClosed
             seen.append(f"{frame.opcode.name}{'+' if frame.fin else '-'}")
+            if frame.opcode.value >= 8:
+                continue  # a ping is answered by the driver, a pong resolves ping()
+            self.send_frame(Frame(frame.opcode, frame.data, fin=frame.fin))
             if frame.fin:
                 self.send(" ".join(seen))
                 seen = []
@@ -413,10 +416,12 @@ def test_raw_frames_see_a_fragmented_message_as_fragments(door: Door, clients: C
         close_and_wait(ws)
         return
     sent = [(Opcode.TEXT, False, b"hel"), (Opcode.CONTINUATION, False, b"lo, "), (Opcode.CONTINUATION, True, b"you")]
-    for opcode, fin, data in sent:
+    ws.send_frame(Frame(Opcode.TEXT, b"hel", fin=False))
+    ws.send_frame(Frame(Opcode.PING, b"between fragments"))  # RFC 6455 §5.4: control frames may interleave
+    for opcode, fin, data in sent[1:]:
         ws.send_frame(Frame(opcode, data, fin=fin))
     assert data_frames(ws, 3) == sent  # echoed frame by frame
-    assert recv(ws) == TextMessage("TEXT- CONTINUATION- CONTINUATION+")
+    assert recv(ws) == TextMessage("TEXT- PING+ CONTINUATION- CONTINUATION+")
     ws.send_frame(Frame(Opcode.BINARY, b"whole"))
     assert data_frames(ws, 1) == [(Opcode.BINARY, True, b"whole")]
     assert recv(ws) == TextMessage("BINARY+")
