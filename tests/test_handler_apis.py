@@ -17,6 +17,7 @@ check exactly that. docs/adapters.md's capability table says the same, door by d
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -189,6 +190,33 @@ class Pinger(Recorded):
         self.send(f"ponged {message.data.decode()}")
 
 
+class Info(Recorded):
+    """Reports the connection's attributes as JSON; "crash" raises in a callback, "terminate" drops TCP."""
+
+    def opened(self) -> None:
+        assert self.request is not None
+        self.send(
+            json.dumps(
+                {
+                    "path": self.request.path,
+                    "host": self.request.headers.get("Host"),
+                    "peer": self.peer_address and list(self.peer_address[:2]),
+                    "local": self.local_address and list(self.local_address[:2]),
+                    "environ": self.environ is not None,
+                    "subprotocol": self.subprotocol,
+                    "terminated": self.terminated,
+                    "id": self.id,
+                }
+            )
+        )
+
+    def received_message(self, message: Message) -> None:
+        if message == TextMessage("crash"):
+            raise ValueError("a bug in the handler")
+        if message == TextMessage("terminate"):
+            self.terminate()
+
+
 class Echo(Recorded):
     def received_message(self, message: Message) -> None:
         self.send(message)
@@ -218,6 +246,8 @@ ENDPOINTS = {
     "frames": Endpoint(Frames),
     "ping": Endpoint(Pinger),
     "stream": Endpoint(Streamer),
+    "info": Endpoint(Info),
+    "chat": Endpoint(Info, {"protocols": ["chat", "superchat"]}),
 }
 #: Keepalive under callbacks and under pull style (a handler that waits in recv()).
 KEEPALIVE = {
@@ -491,3 +521,60 @@ def test_send_of_a_generator_is_one_fragmented_message(door: Door, clients: Clie
     assert recv(ws) == BinaryMessage(b"".join(f"part {i};".ljust(400_000, ".").encode() for i in range(3)))
     close_and_wait(ws)
     assert Recorded.ending(path)[0] == 1000
+
+
+# -- 7. what a handler knows, and how a connection ends -------------------------------------------------
+
+
+def test_connection_attributes(door: Door, clients: Clients) -> None:
+    ws, path = clients.connect("info")
+    info = json.loads(recv_text(ws))
+    client_end = list(ws.local_address[:2])
+    assert info["path"] == path
+    assert info["host"] == f"127.0.0.1:{door.port('info')}"
+    assert info["peer"] == client_end
+    assert info["local"] == ["127.0.0.1", door.port("info")]
+    # The WSGI environ (CherryPy's too) or the ASGI scope; the standard-library doors have none.
+    assert info["environ"] is (door.name not in ("stdlib", "accept_socket"))
+    assert info["subprotocol"] is None
+    assert info["terminated"] is False
+    assert info["id"].startswith("ws")
+    close_and_wait(ws)
+
+
+def test_subprotocol(door: Door, clients: Clients) -> None:
+    ws, path = clients.connect("chat", protocols=["superchat", "chat"])
+    info = json.loads(recv_text(ws))
+    # The client lists its protocols by preference (RFC 6455 §4.1): its first one the server has.
+    assert info["subprotocol"] == ws.subprotocol == "superchat"
+    close_and_wait(ws)
+    assert Recorded.ending(path)[0] == 1000
+
+
+def test_a_callback_that_raises_closes_with_1011(door: Door, clients: Clients) -> None:
+    ws, path = clients.connect("info")
+    recv(ws)
+    ws.send("crash")
+    with pytest.raises(ConnectionClosed) as closed:
+        recv(ws)
+    assert closed.value.code == 1011
+    assert Recorded.ending(path)[0] == 1011  # closed() still ran
+
+
+def test_terminate_drops_the_connection(door: Door, clients: Clients) -> None:
+    ws, path = clients.connect("info")
+    recv(ws)
+    ws.send("terminate")
+    with pytest.raises(ConnectionClosed) as closed:
+        recv(ws)
+    assert closed.value.code == 1006  # no close frame, TCP ended
+    assert Recorded.ending(path)[0] == 1006
+
+
+def test_client_that_vanishes_gives_1006(door: Door, clients: Clients) -> None:
+    ws, path = clients.connect("iterate")
+    ws.send("hi")
+    recv(ws)
+    ws.terminate()  # TCP ends without a close frame: the pull-style loop ends, closed() gets 1006
+    # Under ASGI the handler gets the code the server reports: uvicorn says 1005.
+    assert Recorded.ending(path)[0] == (1005 if door.name == ASGI else 1006)
