@@ -584,17 +584,7 @@ def test_bad_frame_fails_the_connection(door: Door, raw: RawConnections, good: G
     assert handler.messages == []
 
 
-def test_data_after_close_is_ignored(
-    door: Door, raw: RawConnections, good: Good, request: pytest.FixtureRequest
-) -> None:
-    if door.name == "uvicorn":
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="the ASGI door on main reports 1006 to closed() when the client's close "
-                "comes right behind a message the handler is still echoing",
-                strict=True,
-            )
-        )
+def test_data_after_close_is_ignored(door: Door, raw: RawConnections, good: Good) -> None:
     bad, path = handshake(door, raw)
     handler = opened_handler(path)
     bad.send(

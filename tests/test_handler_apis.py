@@ -263,10 +263,14 @@ class Echo(Recorded):
 
 class Streamer(Recorded):
     """``"text 3"`` / ``"binary 3 1000"``: three chunks from a generator (padded to 1000 bytes
-    each), as one message."""
+    each), as one message; ``"flood 200 10000"``: 200 messages of 10,000 bytes."""
 
     def received_message(self, message: Message) -> None:
         kind, count, *size = bytes(message.data).decode().split()
+        if kind == "flood":  # as many messages, sent by this callback before it returns
+            for i in range(int(count)):
+                self.send(bytes([i % 256]) * int(size[0]))
+            return
 
         def chunks() -> Iterator[str | bytes]:
             for i in range(int(count)):
@@ -450,6 +454,18 @@ def test_callbacks_echo_and_closed_gets_the_clients_code(door: Door, clients: Cl
     close_and_wait(ws, 4000, "client leaves")
     assert Recorded.ending(path) == (4000, "client leaves")
     assert Recorded.late_sends[path] == "ConnectionClosed 4000"  # send() in closed() raises
+
+
+def test_closed_gets_the_code_of_a_close_right_behind_a_message(door: Door, clients: Clients) -> None:
+    """The client closes while the handler is still echoing its last message."""
+    for handler in ("callbacks", "iterate"):
+        ws, path = clients.connect(handler)
+        if handler == "callbacks":
+            assert recv(ws) == TextMessage("opened")
+        ws.send("last words")
+        ws.close(4000, "right behind")
+        assert ws.connection.wait_closed(TIMEOUT)
+        assert Recorded.ending(path) == (4000, "right behind")
 
 
 def test_callback_closes_with_its_code(door: Door, clients: Clients) -> None:
@@ -732,3 +748,17 @@ def test_the_client_pings_a_handler_of_each_style(door: Door, clients: Clients) 
         assert messages[-1] == "after the ping"
         close_and_wait(ws)
         assert Recorded.ending(path)[0] == 1000
+
+
+def test_a_callback_sends_more_than_the_send_buffer(door: Door, clients: Clients) -> None:
+    """2 MB from one received_message() while the client reads nothing yet: the sender waits
+    (or, an inline callback under ASGI, its replies are written before the next receive());
+    nothing is lost, nothing reordered."""
+    ws, path = clients.connect("stream")
+    ws.send("flood 200 10000")
+    for i in range(200):
+        assert recv(ws) == BinaryMessage(bytes([i % 256]) * 10_000)
+    ws.send("text 2")
+    assert recv(ws) == TextMessage("part 0;part 1;")
+    close_and_wait(ws)
+    assert Recorded.ending(path)[0] == 1000
