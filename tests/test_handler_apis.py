@@ -126,6 +126,22 @@ class PullWith(Recorded):
                 self.send(message)
 
 
+class Collect(Recorded):
+    """Keeps what it receives, by request target: pull style, or callbacks (``?callbacks``)."""
+
+    kept: ClassVar[dict[str, list[bytes]]] = {}
+
+    def opened(self) -> None:
+        assert self.request is not None
+        self.mine = Collect.kept.setdefault(self.request.path, [])
+        if "callbacks" not in self.request.path:
+            for message in self:
+                self.mine.append(bytes(message.data))
+
+    def received_message(self, message: Message) -> None:
+        self.mine.append(bytes(message.data))
+
+
 class Mixed(Recorded):
     """Both styles on one connection: ``opened()`` pulls the first message, callbacks get the rest."""
 
@@ -294,6 +310,7 @@ ENDPOINTS = {
     "callbacks": Endpoint(Callbacks),
     "threaded": Endpoint(Threaded),
     "mixed": Endpoint(Mixed),
+    "collect": Endpoint(Collect),
     "frames": Endpoint(Frames),
     "ping": Endpoint(Pinger),
     "stream": Endpoint(Streamer),
@@ -333,8 +350,8 @@ class Clients:
         self.door = door
         self.open: list[WebSocket] = []
 
-    def connect(self, endpoint: str, **options: Any) -> tuple[WebSocket, str]:
-        path = f"{self.door.path(endpoint)}?c={next(_connections)}"
+    def connect(self, endpoint: str, query: str = "", **options: Any) -> tuple[WebSocket, str]:
+        path = f"{self.door.path(endpoint)}?c={next(_connections)}{query}"
         url = f"ws://127.0.0.1:{self.door.port(endpoint)}{path}"
         ws = connect(url, timeout=TIMEOUT, close_timeout=2.0, **options)
         self.open.append(ws)
@@ -762,3 +779,15 @@ def test_a_callback_sends_more_than_the_send_buffer(door: Door, clients: Clients
     assert recv(ws) == TextMessage("part 0;part 1;")
     close_and_wait(ws)
     assert Recorded.ending(path)[0] == 1000
+
+
+@pytest.mark.parametrize("style", ["pull", "callbacks"])
+def test_messages_right_before_the_close_all_reach_the_handler(door: Door, clients: Clients, style: str) -> None:
+    """Nothing accepted is lost: the client sends and closes at once, the handler gets every message."""
+    ws, path = clients.connect("collect", query=f"&{style}")
+    sent = [f"message {i}".encode() for i in range(50)]
+    for data in sent:
+        ws.send(data)
+    close_and_wait(ws, 1000, "that is all")
+    assert Recorded.ending(path) == (1000, "that is all")
+    assert Collect.kept[path] == sent
