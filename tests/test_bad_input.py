@@ -1,10 +1,7 @@
 """The bad-input table, end to end, on every server door: hostile bytes from a raw socket.
 
-Each door runs with its real framework on 127.0.0.1:0 (fixture ``door``, started once per
-module): the standard-library ``WebSocketServer``, ``accept_socket`` on sockets a plain
-listener accepted, CherryPy (``install()`` and ``cherrypy.engine``), gevent's pywsgi (its own
-hub in a thread, never monkey-patched), wsgiref, ``WebSocketMiddleware`` on Werkzeug's
-threaded server, and the ASGI adapter on uvicorn. Each serves three endpoints: ``echo``
+Each door of tests/doors.py runs with its real framework on 127.0.0.1:0 (fixture ``door``,
+started once per module), with a short request-head deadline. Each serves three endpoints: ``echo``
 (a handler that records how its connection ended), ``auth`` (the same behind an Origin
 allow-list and HTTP Basic) and ``ws4py`` (a handler whose ``__init__`` has ws4py's exact
 signature).
@@ -39,10 +36,8 @@ from typing import Any, ClassVar, NamedTuple
 
 import pytest
 
-from ws4web import WebSocket, WebSocketServer, accept_socket, connect
-from ws4web.accept import Registry
+from ws4web import WebSocket, connect
 from ws4web.auth import basic_auth
-from ws4web.exceptions import InvalidHandshake
 from ws4web.messages import Message
 
 from .conftest import (
@@ -54,13 +49,13 @@ from .conftest import (
     ServerFactory,
     close_payload,
     encode_frame,
-    idle_spare,
     read_until_closed,
     status_or_eof,
     trickle_until_cut,
     upgrade_request,
     wait_until,
 )
+from .doors import DOORS, AcceptingListener, Door, Endpoint, running
 
 pytestmark = [
     pytest.mark.filterwarnings("error::ResourceWarning"),
@@ -85,7 +80,8 @@ POLICY: dict[str, Any] = {"origins": ["https://good.example"], "authenticate": b
 class Tracked(WebSocket):
     """Echoes; remembers how its connection ended, keyed by the request target the client sent."""
 
-    instances: ClassVar[dict[str, Tracked]]
+    #: by request target: every connection of a run asks for a path of its own (unique_path)
+    instances: ClassVar[dict[str, Tracked]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,455 +115,26 @@ class Ws4pySignature(WebSocket):
         self.send(self.prefix + message.text)
 
 
-class Door:
-    """One door running: its endpoints' ports and paths, its open WebSockets, how to stop it."""
-
-    name: ClassVar[str]
-    #: whether options reach the door per request (CherryPy config) rather than when it is built
-    options_per_request: ClassVar[bool] = False
-
-    def __init__(self) -> None:
-        self.tracked: type[Tracked] = type(f"Tracked_{self.name}", (Tracked,), {"instances": {}})
-        self.handlers: dict[str, type[WebSocket]] = {
-            "echo": self.tracked,
-            "auth": self.tracked,
-            "ws4py": Ws4pySignature,
-        }
-        self.options: dict[str, dict[str, Any]] = {"echo": {}, "auth": dict(POLICY), "ws4py": {}}
-
-    def port(self, endpoint: str = "echo") -> int:
-        raise NotImplementedError
-
-    def path(self, endpoint: str = "echo") -> str:
-        return f"/{endpoint}"
-
-    def websockets(self) -> set[WebSocket]:
-        raise NotImplementedError
-
-    def handler(self, path: str) -> Tracked:
-        """The echo handler of the connection that asked for ``path`` (once its opened() ran)."""
-        instances = self.tracked.instances
-        assert wait_until(lambda: path in instances, TIMEOUT), f"no handler opened for {path}"
-        return instances[path]
-
-    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:
-        """Build (and drop) this door's server object with ``options``: what raises TypeError for a bad one."""
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-
-class StdlibDoor(Door):
-    name = "stdlib"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.servers = {
-            endpoint: WebSocketServer(
-                self.handlers[endpoint], handshake_timeout=HEAD_TIMEOUT, close_timeout=2.0, **self.options[endpoint]
-            ).start()
-            for endpoint in self.handlers
-        }
-
-    def port(self, endpoint: str = "echo") -> int:
-        return self.servers[endpoint].port
-
-    def websockets(self) -> set[WebSocket]:
-        return set().union(*(server.websockets for server in self.servers.values()))
-
-    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:
-        WebSocketServer(handler_cls, **options).shutdown()
-
-    def stop(self) -> None:
-        for server in self.servers.values():
-            server.shutdown(timeout=2.0)
-
-
-class _AcceptingListener:
-    """A plain listening socket; every connection gets a thread that calls ``accept_socket``."""
-
-    def __init__(self, handler_cls: type[WebSocket], options: dict[str, Any]) -> None:
-        self.handler_cls = handler_cls
-        self.options = options
-        self.registry = Registry()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.05)
-        self.port = self.listener.getsockname()[1]
-        self.threads: list[threading.Thread] = []
-        self.stopping = threading.Event()
-        self.acceptor = threading.Thread(target=self._accept, name="accept-socket-listener", daemon=True)
-        self.acceptor.start()
-
-    def _accept(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(sock,), name="accept-socket-connection", daemon=True)
-            self.threads = [t for t in self.threads if t.is_alive()] + [thread]
-            thread.start()
-
-    def _serve(self, sock: socket.socket) -> None:
-        with sock:
-            sock.settimeout(None)
-            try:
-                handler = accept_socket(sock, self.handler_cls, **self.options)
-            except InvalidHandshake:
-                return  # answered (and logged) by accept_socket
-            if not self.registry.add(handler):
-                handler.close(1001, "server shutting down")
-            try:
-                handler.run()
-            finally:
-                self.registry.discard(handler)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.acceptor.join(TIMEOUT)
-        self.listener.close()
-        self.registry.shutdown(timeout=2.0)
-        for thread in self.threads:
-            thread.join(TIMEOUT)
-
-
-class AcceptSocketDoor(Door):
-    name = "accept_socket"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.listeners = {
-            endpoint: _AcceptingListener(
-                self.handlers[endpoint],
-                {"handshake_timeout": HEAD_TIMEOUT, "close_timeout": 2.0, **self.options[endpoint]},
-            )
-            for endpoint in self.handlers
-        }
-
-    def port(self, endpoint: str = "echo") -> int:
-        return self.listeners[endpoint].port
-
-    def websockets(self) -> set[WebSocket]:
-        return set().union(*(set(listener.registry) for listener in self.listeners.values()))
-
-    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:
-        a, b = socket.socketpair()
-        with a, b:
-            b.close()  # if the options passed, accept_socket reads EOF and refuses
-            try:
-                accept_socket(a, handler_cls, handshake_timeout=1.0, **options)
-            except InvalidHandshake as exc:
-                raise AssertionError(f"accept_socket read the socket before checking its options: {exc}") from exc
-
-    def stop(self) -> None:
-        for listener in self.listeners.values():
-            listener.stop()
-
-
-class CherryPyDoor(Door):
-    name = "cherrypy"
-    options_per_request = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        import cherrypy
-
-        from ws4web.adapters import cherrypy as adapter
-
-        self.cherrypy = cherrypy
-        self.adapter = adapter
-
-        class Root:
-            @cherrypy.expose  # type: ignore[untyped-decorator]
-            def default(self, *args: str, **kwargs: str) -> str:
-                return ""
-
-        config: dict[str, dict[str, Any]] = {
-            self.path(endpoint): {
-                "tools.websocket.on": True,
-                "tools.websocket.handler_cls": self.handlers[endpoint],
-                "tools.websocket.close_timeout": 2.0,
-                **{f"tools.websocket.{k}": v for k, v in self.options[endpoint].items()},
-            }
-            for endpoint in self.handlers
-        }
+def start_door(name: str) -> Iterator[Door]:
+    """The door ``name`` with this module's endpoints, its short head deadline and close timeout."""
+    endpoints = {"echo": Endpoint(Tracked), "auth": Endpoint(Tracked, POLICY), "ws4py": Endpoint(Ws4pySignature)}
+    if DOORS[name].options_per_request:
         # ws4py's option for the version it speaks: unknown to ws4web (500 before any 101).
-        config["/bogus"] = {
-            "tools.websocket.on": True, "tools.websocket.handler_cls": Ws4pySignature, "tools.websocket.version": 13
-        }
-        cherrypy.config.update(
-            {
-                "server.socket_host": "127.0.0.1",
-                "server.socket_port": 0,
-                "server.thread_pool": 8,
-                "engine.autoreload.on": False,
-                "checker.on": False,
-                "log.screen": False,
-            }
-        )
-        cherrypy.tree.mount(Root(), "/", config)
-        self.plugin = adapter.install(shutdown_timeout=2.0)
-        self.plugin.handshake_timeout = HEAD_TIMEOUT
-        # A fresh server object asks for a fresh port (see tests/adapters/test_cherrypy.py).
-        cherrypy.server.httpserver = cherrypy.server.httpserver_from_self()[0]
-        cherrypy.server.httpserver.expiration_interval = 0.05
-        cherrypy.engine.start()
-        self._port = int(cherrypy.server.bound_addr[1])
-
-    def port(self, endpoint: str = "echo") -> int:
-        return self._port
-
-    def websockets(self) -> set[WebSocket]:
-        return set(self.plugin.websockets)
-
-    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:  # pragma: no cover - per request
-        raise AssertionError("CherryPy's options arrive per request")
-
-    def stop(self) -> None:
-        cherrypy = self.cherrypy
-        cherrypy.engine.stop()
-        self.adapter.uninstall()
-        cherrypy.tree.apps.clear()
-        cherrypy.engine.exit()
-        cherrypy.config.reset()
-
-
-class _WSGIDoor(Door):
-    """What the gevent and wsgiref doors share: one WebSocketWSGIApplication per endpoint,
-    under a PathDispatcher."""
-
-    def _apps(self, application: Callable[..., Any]) -> dict[str, Any]:
-        self.apps = {
-            endpoint: application(self.handlers[endpoint], close_timeout=2.0, **self.options[endpoint])
-            for endpoint in self.handlers
-        }
-        return {self.path(endpoint): app for endpoint, app in self.apps.items()}
-
-    def websockets(self) -> set[WebSocket]:
-        return set().union(*(app.websockets for app in self.apps.values()))
-
-
-class WsgirefDoor(_WSGIDoor):
-    name = "wsgiref"
-
-    def __init__(self) -> None:
-        super().__init__()
-        from ws4web.adapters import wsgiref
-
-        class Handler(wsgiref.WebSocketWSGIRequestHandler):
-            handshake_timeout = HEAD_TIMEOUT
-
-        self.module = wsgiref
-        site = wsgiref.PathDispatcher(self._apps(wsgiref.WebSocketWSGIApplication))
-        self.server = wsgiref.make_server("127.0.0.1", 0, site, handler_class=Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, name="wsgiref-door", daemon=True
-        )
-        self.thread.start()
-
-    def port(self, endpoint: str = "echo") -> int:
-        return int(self.server.server_port)
-
-    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:
-        self.module.WebSocketWSGIApplication(handler_cls, **options)
-
-    def stop(self) -> None:
-        for app in self.apps.values():
-            app.shutdown(timeout=2.0)
-        self.server.shutdown()
-        self.thread.join(TIMEOUT)
-        self.server.server_close()
-
-
-class GeventDoor(_WSGIDoor):
-    name = "gevent"
-
-    def __init__(self) -> None:
-        super().__init__()
-        import gevent
-        import gevent.event
-
-        from ws4web.adapters import gevent as adapter
-
-        class Handler(adapter.WebSocketWSGIHandler):  # type: ignore[misc]
-            handshake_timeout = HEAD_TIMEOUT
-
-        self.gevent = gevent
-        self.module = adapter
-        self.site = adapter.PathDispatcher(self._apps(adapter.WebSocketWSGIApplication))
-        self.handler_class = Handler
-        self._port = 0
-        self._ready = threading.Event()
-        self._loop: Any = None
-        self._stop: Any = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="gevent-door", daemon=True)
-        self.thread.start()
-        if not self._ready.wait(TIMEOUT) or self.error is not None:
-            raise RuntimeError(f"the gevent server did not start: {self.error!r}")
-
-    def _run(self) -> None:
-        import gc
-
-        gevent = self.gevent
-        hub = gevent.get_hub()
-        try:
-            server = self.module.make_server("127.0.0.1", 0, self.site, handler_class=self.handler_class, log=None)
-            server.start()
-            self._port = server.server_port
-            self._loop = hub.loop
-            self._stop = gevent.event.Event()
-            self._ready.set()
-            self._stop.wait()
-            for app in self.apps.values():
-                app.shutdown(timeout=2.0)
-            server.stop(timeout=TIMEOUT)
-            gc.collect()  # finalize gevent sockets while their hub still exists
-        except BaseException as exc:
-            self.error = exc
-            self._ready.set()
-        finally:
-            hub.destroy(destroy_loop=True)
-
-    def port(self, endpoint: str = "echo") -> int:
-        return self._port
-
-    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:
-        self.module.WebSocketWSGIApplication(handler_cls, **options)
-
-    def stop(self) -> None:
-        if self._stop is not None and self.thread.is_alive():
-            self._loop.run_callback_threadsafe(self._stop.set)
-        self.thread.join(TIMEOUT)
-        assert not self.thread.is_alive(), "the gevent server thread did not stop"
-        if self.error is not None:
-            raise self.error
-
-
-def _plain_site(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    body = b"plain page\n"
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
-
-
-class WerkzeugDoor(Door):
-    name = "werkzeug"
-
-    def __init__(self) -> None:
-        super().__init__()
-        import werkzeug.serving
-
-        from ws4web.adapters._wsgi import WebSocketWSGIApplication
-        from ws4web.adapters.middleware import WebSocketMiddleware, werkzeug_request_handler
-
-        self.middleware_class = WebSocketMiddleware
-        mounts: dict[str, Any] = {
-            self.path("echo"): self.tracked,
-            self.path("ws4py"): Ws4pySignature,
-            self.path("auth"): WebSocketWSGIApplication(self.tracked, close_timeout=2.0, **POLICY),
-        }
-        self.middleware = WebSocketMiddleware(_plain_site, mounts, close_timeout=2.0)
-        self.server = werkzeug.serving.make_server(
-            "127.0.0.1", 0, self.middleware, threaded=True, request_handler=werkzeug_request_handler(HEAD_TIMEOUT)
-        )
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, name="werkzeug-door", daemon=True
-        )
-        self.thread.start()
-
-    def port(self, endpoint: str = "echo") -> int:
-        return int(self.server.server_port)
-
-    def websockets(self) -> set[WebSocket]:
-        return self.middleware.websockets
-
-    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:
-        self.middleware_class(_plain_site, {"/ws": handler_cls}, **options)
-
-    def stop(self) -> None:
-        self.middleware.shutdown(timeout=2.0)
-        self.server.shutdown()
-        self.thread.join(TIMEOUT)
-        self.server.server_close()
-
-
-class UvicornDoor(Door):
-    name = "uvicorn"
-
-    def __init__(self) -> None:
-        super().__init__()
-        import uvicorn
-
-        from ws4web.adapters.asgi import WebSocketASGIApp
-
-        self.app_class = WebSocketASGIApp
-        self.apps = {
-            self.path(endpoint): WebSocketASGIApp(self.handlers[endpoint], close_timeout=2.0, **self.options[endpoint])
-            for endpoint in self.handlers
-        }
-        echo = self.apps[self.path("echo")]
-
-        async def router(scope: Any, receive: Any, send: Any) -> None:
-            await self.apps.get(scope.get("path", ""), echo)(scope, receive, send)
-
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        # uvicorn's own bound on a message (ws_max_size) set to the handler's max_message_size.
-        # h11 and asyncio, as a plain `pip install uvicorn` has them: the answers below are
-        # h11's (httptools, when installed, answers some rows otherwise).
-        config = uvicorn.Config(
-            router, log_level="warning", lifespan="off", ws_max_size=MiB, http="h11", loop="asyncio"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.listener]}, name="uvicorn-door", daemon=True
-        )
-        self.thread.start()
-        assert wait_until(lambda: self.server.started or not self.thread.is_alive()), "uvicorn did not start"
-        assert self.server.started, "uvicorn did not start"
-
-    def port(self, endpoint: str = "echo") -> int:
-        return int(self.listener.getsockname()[1])
-
-    def websockets(self) -> set[WebSocket]:
-        return set().union(*(app.websockets for app in self.apps.values()))
-
-    def build(self, handler_cls: type[WebSocket], **options: Any) -> None:
-        self.app_class(handler_cls, **options)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(TIMEOUT * 2)
-        self.listener.close()
-        assert not self.thread.is_alive(), "uvicorn did not stop"
-
-
-DOORS: dict[str, type[Door]] = {
-    door.name: door
-    for door in (StdlibDoor, AcceptSocketDoor, CherryPyDoor, GeventDoor, WsgirefDoor, WerkzeugDoor, UvicornDoor)
-}
-_FRAMEWORK = {"cherrypy": "cherrypy", "gevent": "gevent", "werkzeug": "werkzeug", "uvicorn": "uvicorn"}
+        endpoints["bogus"] = Endpoint(Ws4pySignature, {"version": 13})
+    with running(name, endpoints, head_timeout=HEAD_TIMEOUT, close_timeout=2.0) as door:
+        yield door
 
 
 @pytest.fixture(scope="module", params=list(DOORS))
 def door(request: pytest.FixtureRequest) -> Iterator[Door]:
-    name = request.param
-    if name in _FRAMEWORK:
-        pytest.importorskip(_FRAMEWORK[name])
-    before = set(threading.enumerate())
-    running = DOORS[name]()
-    try:
-        yield running
-    finally:
-        running.stop()
-    deadline = time.monotonic() + 5.0
-    for thread in set(threading.enumerate()) - before:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    left = [t.name for t in set(threading.enumerate()) - before if t.is_alive() and not idle_spare(t)]
-    assert not left, f"threads still running after the {name} door stopped: {left}"
+    yield from start_door(request.param)
 
+
+def opened_handler(path: str) -> Tracked:
+    """The echo handler of the connection that asked for ``path`` (once its opened() ran)."""
+    instances = Tracked.instances
+    assert wait_until(lambda: path in instances, TIMEOUT), f"no handler opened for {path}"
+    return instances[path]
 
 
 # -- clients -----------------------------------------------------------------------------------------
@@ -597,7 +164,7 @@ class Good:
         self.peer, path = handshake(door, raw, endpoint, *extra)
         self.echoes = 0
         self.echo()
-        self.handler = door.handler(path)
+        self.handler = opened_handler(path)
 
     def echo(self) -> None:
         self.echoes += 1
@@ -787,7 +354,7 @@ def test_bad_handshake_is_refused(
 
 def test_accept_socket_with_authenticate_answers_401_before_any_101(raw: RawConnections) -> None:
     """ws4py's accept_socket(sock, authenticate=...) used to raise TypeError after sending the 101."""
-    listener = _AcceptingListener(WebSocket, {"authenticate": basic_auth({"alice": "open sesame"})})
+    listener = AcceptingListener(WebSocket, {"authenticate": basic_auth({"alice": "open sesame"})})
     try:
         sock = raw.open(listener.port, upgrade_request("/"))
         outcome = status_or_eof(sock, TIMEOUT)
@@ -817,8 +384,8 @@ def test_request_head_dripped_a_byte_at_a_time_is_cut(
 ) -> None:
     if door.name in SLOW_GAPS:
         request.applymarker(pytest.mark.xfail(reason=SLOW_GAPS[door.name], strict=True))
-    head = upgrade_request(door.path())
-    sock = raw.open(door.port())
+    head = upgrade_request(door.path("echo"))
+    sock = raw.open(door.port("echo"))
     started = time.monotonic()
     # One byte every 0.1 s: the whole head would take about 15 s.
     cut, sent = trickle_until_cut(sock, head, 0.1, limit=HEAD_TIMEOUT + 3)
@@ -832,7 +399,7 @@ def test_half_sent_request_left_idle_is_cut(
 ) -> None:
     if door.name in SLOW_GAPS:
         request.applymarker(pytest.mark.xfail(reason=SLOW_GAPS[door.name], strict=True))
-    sock = raw.open(door.port(), upgrade_request(door.path())[:40])
+    sock = raw.open(door.port("echo"), upgrade_request(door.path("echo"))[:40])
     assert_cut(door, status_or_eof(sock, HEAD_TIMEOUT + 3))
 
 
@@ -843,7 +410,7 @@ def test_tcp_probe_that_sends_nothing_is_closed_quietly(
     connection, and ws4web logs it at DEBUG at most."""
     caplog.set_level(logging.DEBUG, logger="ws4web")
     before = door.websockets()
-    sock = raw.open(door.port())
+    sock = raw.open(door.port("echo"))
     probe = f":{sock.getsockname()[1]}"
     sock.shutdown(socket.SHUT_WR)
     outcome = status_or_eof(sock, TIMEOUT)
@@ -873,7 +440,7 @@ def test_unknown_option_fails_before_any_101(door: Door, raw: RawConnections, re
     """ws4py's ``version`` option is unknown to ws4web: TypeError when the door is built, or,
     where options arrive per request (CherryPy config), 500 to that request; never a 101."""
     if door.options_per_request:
-        sock = raw.open(door.port(), upgrade_request("/bogus"))
+        sock = raw.open(door.port("echo"), upgrade_request("/bogus"))
         outcome = status_or_eof(sock, TIMEOUT)
         assert outcome.status == 500, outcome.data[:80]
         assert b"version" not in outcome.data, "the option's name is for the log, not the client"
@@ -1005,7 +572,7 @@ def test_bad_frame_fails_the_connection(door: Door, raw: RawConnections, good: G
     if override is not None:
         code, then = override.code, override.then
     bad, path = handshake(door, raw)
-    handler = door.handler(path)
+    handler = opened_handler(path)
     bad.send(hostile() + then)
     close, before = read_close(bad)
     assert close.close_code == code, f"closed with {close.close_code} ({close.payload[2:]!r})"
@@ -1017,19 +584,9 @@ def test_bad_frame_fails_the_connection(door: Door, raw: RawConnections, good: G
     assert handler.messages == []
 
 
-def test_data_after_close_is_ignored(
-    door: Door, raw: RawConnections, good: Good, request: pytest.FixtureRequest
-) -> None:
-    if door.name == "uvicorn":
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="the ASGI door on main reports 1006 to closed() when the client's close "
-                "comes right behind a message the handler is still echoing",
-                strict=True,
-            )
-        )
+def test_data_after_close_is_ignored(door: Door, raw: RawConnections, good: Good) -> None:
     bad, path = handshake(door, raw)
-    handler = door.handler(path)
+    handler = opened_handler(path)
     bad.send(
         encode_frame(TEXT, b"before")
         + encode_frame(CLOSE, close_payload(1000, "bye"))
@@ -1051,7 +608,7 @@ def test_data_after_close_is_ignored(
 
 def test_reset_mid_frame_gives_1006(door: Door, raw: RawConnections, good: Good) -> None:
     bad, path = handshake(door, raw)
-    handler = door.handler(path)
+    handler = opened_handler(path)
     frame = encode_frame(BINARY, os.urandom(1000))
     bad.send(frame[:300])
     good.echo()  # the door has had time to read the partial frame

@@ -401,6 +401,20 @@ def test_attributes(sock_pair: tuple[socket.socket, socket.socket]) -> None:
     assert other.terminated
 
 
+def test_addresses_come_from_the_socket_or_the_asgi_scope(sock_pair: tuple[socket.socket, socket.socket]) -> None:
+    a = sock_pair[0]
+    on_a_socket = WebSocket(a)
+    assert on_a_socket.local_address == a.getsockname()
+    assert on_a_socket.peer_address == a.getpeername()
+    scope = {"type": "websocket", "client": ["192.0.2.7", 50312], "server": ["127.0.0.1", 8000]}
+    under_asgi = WebSocket(None, environ=scope)
+    assert under_asgi.peer_address == ("192.0.2.7", 50312)
+    assert under_asgi.local_address == ("127.0.0.1", 8000)
+    assert WebSocket(None, environ={"type": "websocket", "client": None}).peer_address is None  # optional in ASGI
+    assert WebSocket(None, environ={"REMOTE_ADDR": "192.0.2.7"}).peer_address is None  # a WSGI environ: no socket
+
+
+
 def test_handler_raising_in_opened_closes_with_1011(
     sock_pair: tuple[socket.socket, socket.socket], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -198,13 +198,13 @@ class WebSocket:
 
     @property
     def local_address(self) -> Any:
-        """This end's socket address, where there is a socket (ws4py's name)."""
-        return _sockname(self.sock, "getsockname")
+        """This end's address: the socket's, or under ASGI the scope's ``server`` (ws4py's name)."""
+        return _address(self.sock, "getsockname", self.environ, "server")
 
     @property
     def peer_address(self) -> Any:
-        """The peer's socket address, where there is a socket (ws4py's name)."""
-        return _sockname(self.sock, "getpeername")
+        """The peer's address: the socket's, or under ASGI the scope's ``client`` (ws4py's name)."""
+        return _address(self.sock, "getpeername", self.environ, "client")
 
     @property
     def subprotocol(self) -> str | None:
@@ -287,7 +287,12 @@ class WebSocket:
             self.terminate()
 
 
-def _sockname(sock: Any, method: str) -> Any:
+def _address(sock: Any, method: str, environ: Mapping[str, Any] | None, scope_key: str) -> Any:
+    if sock is None and environ is not None and environ.get("type") == "websocket":
+        # No socket under ASGI: the server names both ends in the connection scope (ASGI spec,
+        # "client" and "server"), so a handler that logs its peer runs there unchanged.
+        address = environ.get(scope_key)
+        return tuple(address) if address else None
     try:
         return getattr(sock, method)()
     except (AttributeError, OSError):

@@ -48,6 +48,8 @@ class FakeServer:
         self.gate = asyncio.Event()
         self.gate.set()
         self.changed = asyncio.Event()
+        #: what send() raises, once set: uvicorn raises ClientDisconnected once the peer's close came
+        self.refuse: Exception | None = None
 
     async def receive(self) -> dict[str, Any]:
         self.receives += 1
@@ -56,6 +58,8 @@ class FakeServer:
 
     async def send(self, event: Any) -> None:
         await self.gate.wait()
+        if self.refuse is not None:
+            raise self.refuse
         self.sent.append(dict(event))
         if event["type"] == "websocket.send":
             self.journal.append(f"send {event.get('text', event.get('bytes'))!r}")
@@ -517,6 +521,39 @@ def test_close_then_send_raises_and_the_disconnect_ends_it() -> None:
         conn.server.disconnect(4001, "see you")
         await conn.ended()
         assert handler.calls == [("closed", threading.get_ident(), (4001, "see you"))]
+
+    run(main)
+
+
+def test_a_refused_send_waits_for_the_disconnect_and_its_code() -> None:
+    """The peer's close came in right behind a message: the server refuses the echo, and the
+    disconnect it reports next carries the peer's code, which closed() gets (not 1006)."""
+
+    async def main() -> None:
+        handler = Recorder()
+        conn = await serve(handler, Plan("Recorder"))
+        conn.server.refuse = OSError("client disconnected")
+        conn.server.message("last words")
+        await conn.server.until(lambda: conn.server.receives == 2)  # the echo failed, the task reads on
+        with pytest.raises(ConnectionClosed):
+            handler.send("nothing more goes out")
+        conn.server.disconnect(4000, "right behind")
+        await conn.ended()
+        assert handler.calls[-1] == ("closed", threading.get_ident(), (4000, "right behind"))
+        assert conn.driver.close_code == 4000
+
+    run(main)
+
+
+def test_a_refused_send_and_no_disconnect_ends_at_the_close_timeout() -> None:
+    async def main() -> None:
+        handler = Recorder()
+        conn = await serve(handler, Plan("Recorder"), limits=Limits(close_timeout=0.1))
+        conn.server.refuse = OSError("client disconnected")
+        conn.server.message("last words")
+        await conn.ended()  # the server never reports the disconnect: we stop waiting
+        assert conn.driver.close_code == 1006
+        assert names(handler) == ["message", "closed"]
 
     run(main)
 

@@ -227,15 +227,29 @@ class FrameReader(WebSocket):
             self.frames.put((frame.opcode, frame.data, frame.fin))
 
 
-def test_recv_frame_sees_fragments_and_pongs(loop: Loop, sock_pair: tuple[socket.socket, socket.socket]) -> None:
+def test_recv_frame_sees_fragments_and_control_frames(
+    loop: Loop, sock_pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """Pings and the close frame too, already answered, as the blocking driver's recv_frame() has them."""
     a, b = sock_pair
     handler = served(a, FrameReader, loop)
     peer = RawPeer(b)
     peer.send_frame(Opcode.TEXT, b"a", fin=False)
     peer.send_frame(Opcode.PONG, b"p")
+    peer.send_frame(Opcode.PING, b"q")
     peer.send_frame(Opcode.CONTINUATION, b"b")
-    got = [handler.frames.get(timeout=TIMEOUT) for _ in range(3)]
-    assert got == [(Opcode.TEXT, b"a", False), (Opcode.PONG, b"p", True), (Opcode.CONTINUATION, b"b", True)]
+    peer.send_frame(Opcode.CLOSE, b"\x03\xe8")
+    got = [handler.frames.get(timeout=TIMEOUT) for _ in range(5)]
+    assert got == [
+        (Opcode.TEXT, b"a", False),
+        (Opcode.PONG, b"p", True),
+        (Opcode.PING, b"q", True),
+        (Opcode.CONTINUATION, b"b", True),
+        (Opcode.CLOSE, b"\x03\xe8", True),
+    ]
+    pong = peer.read_frame()
+    assert (pong.opcode, pong.payload) == (Opcode.PONG, b"q")
+    assert peer.read_frame().opcode == Opcode.CLOSE
 
 
 def test_a_thousand_pull_style_connections_at_once() -> None:
@@ -417,6 +431,39 @@ def test_tiny_messages_queued_for_a_slow_handler_cost_bounded_memory(
     handler.terminate()
     assert isinstance(handler, SlowPull)
     handler.go.set()
+
+
+@pytest.mark.parametrize("opcode", [Opcode.PING, Opcode.PONG], ids=["ping", "pong"])
+def test_control_frames_waiting_for_a_busy_handler_pause_reading(
+    loop: Loop, sock_pair: tuple[socket.socket, socket.socket], opcode: Opcode
+) -> None:
+    """Pings and unsolicited pongs reach the inbox too (recv_frame() returns them): they count
+    against max_queue like messages, so a flood of them in front of a busy handler is bounded."""
+    a, b = sock_pair
+    handler = served(a, SlowPull, loop, max_queue=16)
+    assert isinstance(handler, SlowPull)
+    b.setblocking(False)
+    control = encode_frame(opcode, b"")
+    reader = RawPeer(b)  # the peer reads its pongs: only the inbox can hold the flood back
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        try:
+            b.send(control * 1024)
+        except BlockingIOError:
+            time.sleep(0.01)
+        try:
+            reader.buffer += b.recv(1 << 20)
+        except BlockingIOError:
+            pass
+        reader.buffer.clear()
+    driver = handler.connection
+    assert isinstance(driver, SelectorDriver)
+    inbox = driver._inbox
+    assert inbox is not None and len(inbox) <= 16 + 1 + 64  # max_queue, open, one parsed batch
+    handler.go.set()
+    b.setblocking(True)
+    b.sendall(encode_frame(Opcode.TEXT, b"last"))
+    assert wait_until(lambda: handler.got == 1, timeout=60)  # the flood drained, the message came
 
 
 # -- closing --------------------------------------------------------------------------------------------------

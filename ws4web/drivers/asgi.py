@@ -850,14 +850,20 @@ class ASGIDriver:
         await future
 
     def _send_failed(self, exc: BaseException) -> None:
-        """send() raised: the peer is gone (e.g. uvicorn's ClientDisconnected), or we were cancelled."""
+        """send() raised: the connection is ending (e.g. uvicorn's ClientDisconnected), or we were cancelled."""
         with self._lock:
             self._writing = False
-        if isinstance(exc, Exception):
-            self._log.debug("send() failed: %r", exc)
-            self._end(CloseCode.ABNORMAL_CLOSURE, "")
-        else:
+            if isinstance(exc, Exception) and self._state is _OPEN:
+                self._state = _CLOSING  # from now on send() raises, as in the core
+        if not isinstance(exc, Exception):
             raise exc
+        self._log.debug("send() failed: %r", exc)
+        # Not the end yet: uvicorn refuses a send once the peer's close frame came in (say,
+        # right behind the message this is the echo of), and the websocket.disconnect still
+        # to be read holds the peer's code, which closed() must get, not 1006. The door's task
+        # ends the connection on that event; the close timer, if the server never sends it.
+        self._drop_outbox()
+        self._arm_close_timer()
 
     async def _write_out(self) -> None:
         """Write the outbox with send(), in order, until it is empty; the caller claimed ``_writing``."""
@@ -1014,23 +1020,10 @@ class ASGIDriver:
             self._state = _CLOSED
             self._close_code = code
             self._close_reason = reason
-            dropped = len(self._out) + len(self._replies)
-            self._out.clear()
-            self._replies.clear()
-            self._out_size = 0
-            if self._drained is not None:
-                self._drained.notify_all()
-        if dropped:
-            self._log.debug("%d queued sends dropped: the connection ended", dropped)
+        self._drop_outbox()
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
-        for _seq, future in self._seq_waiters:
-            _resolve(future)
-        self._seq_waiters = []
-        for future in self._room_waiters:
-            _resolve(future)
-        self._room_waiters = []
         with self._state_lock:
             room, self._room = self._room, None
             if self._cond is not None:
@@ -1040,6 +1033,24 @@ class ASGIDriver:
         if self._closed_waiter is not None:
             _resolve(self._closed_waiter)
         self._closed_event.set()
+
+    def _drop_outbox(self) -> None:
+        """Loop thread: nothing more will be written: drop what waits, wake whoever waits on it."""
+        with self._lock:
+            dropped = len(self._out) + len(self._replies)
+            self._out.clear()
+            self._replies.clear()
+            self._out_size = 0
+            if self._drained is not None:
+                self._drained.notify_all()
+        if dropped:
+            self._log.debug("%d queued sends dropped: the connection is ending", dropped)
+        for _seq, future in self._seq_waiters:
+            _resolve(future)
+        self._seq_waiters = []
+        for future in self._room_waiters:
+            _resolve(future)
+        self._room_waiters = []
 
     def _call_soon(self, callback: Callable[..., object], *args: object) -> None:
         """Run ``callback`` on the loop, from any thread; nothing if the loop is gone."""

@@ -887,13 +887,14 @@ class SelectorDriver(DriverBase, IOHandler):
                 if not self._waiters and self._inbox and self._runner is IDLE:
                     self.loop.call_soon(self._continue)  # what is left is the callbacks'
             result: Message | Frame | None = None
+            if frame.fin:  # a message's last frame, or a control frame: both counted in _enqueue
+                self._messages -= 1
             if frame.opcode < 8:
-                if frame.fin:
-                    self._messages -= 1
                 result = frame if frames else self._assembler.feed(frame)
-            elif frame.opcode is Opcode.PONG:
-                pong = frame.data
-                if frames:
+            else:
+                if frame.opcode is Opcode.PONG:
+                    pong = frame.data
+                if frames:  # recv_frame() sees control frames too, as on the blocking driver
                     result = frame
             if self._paused and self._messages <= self.limits.max_queue // 2:
                 self.loop.call_soon(self._resume)
@@ -911,7 +912,9 @@ class SelectorDriver(DriverBase, IOHandler):
                 inbox = self._inbox = deque()
             inbox.extend(items)
             for item in items:
-                if type(item) is Frame and item.opcode < 8 and item.fin:
+                # Control frames are always final (RFC 6455 §5.5): they count as messages, so a
+                # flood of pings or pongs for a busy handler is bounded by max_queue too.
+                if type(item) is Frame and item.fin:
                     self._messages += 1
             if self._waiters and self._cond is not None:
                 self._cond.notify_all()
@@ -930,9 +933,10 @@ class SelectorDriver(DriverBase, IOHandler):
             return None
         inbox.popleft()
         message = None
-        if type(item) is Frame and item.opcode < 8:
-            message = self._assembler.feed(item)
-            if item.fin:
+        if type(item) is Frame:
+            if item.opcode < 8:
+                message = self._assembler.feed(item)
+            if item.fin:  # counted in _enqueue, control frames included
                 self._messages -= 1
                 if self._paused and self._messages <= self.limits.max_queue // 2:
                     self.loop.call_soon(self._resume)
@@ -1041,7 +1045,7 @@ class SelectorDriver(DriverBase, IOHandler):
         elif type(item) is Frame and item.opcode is Opcode.PONG:
             ok = handler.handle_pong(item.data)
         else:
-            return  # a fragment: the message is not complete yet
+            return  # a fragment (the message is not complete yet), a ping or the close frame
         if not ok:
             self._failed = True
 
@@ -1104,12 +1108,13 @@ class SelectorDriver(DriverBase, IOHandler):
                         # The peer does not read its pongs: parse no further (the rest of
                         # this read waits in the protocol's buffer) until they drain.
                         self._paused = True
-            batch: Sequence[_Item] = frames  # data frames only: all of them go to the handler
             if controls:
                 for frame in frames:
                     if frame.opcode is Opcode.PONG:
                         self._resolve_pings(frame.data)
-                batch = [f for f in frames if f.opcode < 8 or f.opcode is Opcode.PONG]
+            # All frames go to the inbox, control frames too (already answered above): recv_frame()
+            # returns them as the blocking driver's does; the callbacks skip pings and the close.
+            batch: Sequence[_Item] = frames
             if batch and self._enqueue(batch) and not self._drain_inline():
                 return False
             limit = protocol.max_pending
