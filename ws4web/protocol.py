@@ -146,9 +146,10 @@ class Protocol:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes read from the transport."""
-        if self._reader.eof:
+        reader = self._reader
+        if reader.eof:
             return  # nothing is read after EOF; a late write from the peer is moot
-        self._reader.feed_data(data)
+        reader.buffer += data  # StreamReader.feed_data, without a call per read
         next(self._parser, None)
 
     def receive_eof(self) -> None:
