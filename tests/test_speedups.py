@@ -168,6 +168,17 @@ def test_limits_at_their_edges(side: Side) -> None:
 
 
 @pytest.mark.parametrize("side", [SERVER, CLIENT], ids=["server", "client"])
+def test_limits_out_of_the_ordinary(side: Side) -> None:
+    masked = side is SERVER
+    stream = wire(0x82, b"", masked=masked) + wire(0x81, b"abc", masked=masked) + wire(0x8A, b"", masked=masked)
+    for limit in (-1, -(2**70), 2**63 - 1, 2**63, 2**70):
+        same([stream], side, max_frame_size=limit, max_message_size=None)
+        same([stream], side, max_message_size=limit)
+    for max_pending in (2**63, 2**70):
+        same([stream * 3], side, max_pending=max_pending)
+
+
+@pytest.mark.parametrize("side", [SERVER, CLIENT], ids=["server", "client"])
 def test_protocol_errors(side: Side) -> None:
     masked = side is SERVER
     good = wire(0x82, b"ok", masked=masked)
@@ -438,15 +449,19 @@ def test_frame_wire_refuses_bad_arguments() -> None:
 
 def test_parse_frames_refuses_bad_arguments() -> None:
     with pytest.raises(TypeError):
-        speedups.parse_frames(b"\x82\x00", [], 1, False, -1, None)  # not a bytearray
+        speedups.parse_frames(b"\x82\x00", [], 1, False, None, None)  # not a bytearray
     with pytest.raises(TypeError):
-        speedups.parse_frames(bytearray(), (), 1, False, -1, None)
+        speedups.parse_frames(bytearray(), (), 1, False, None, None)
     with pytest.raises(TypeError):
-        speedups.parse_frames(bytearray(), [], 1, False, -1)
+        speedups.parse_frames(bytearray(), [], 1, False, None)
+    with pytest.raises(TypeError):
+        speedups.parse_frames(bytearray(), [], 1.0, False, None, None)
+    with pytest.raises(TypeError):
+        speedups.parse_frames(bytearray(), [], 1, False, 1.5, None)
     buffer = bytearray(b"\x82\x01x\x82\x01y")
     events: list[object] = []
-    assert speedups.parse_frames(buffer, events, 1, False, -1, None) == 3  # budget reached
+    assert speedups.parse_frames(buffer, events, 1, False, None, None) == 3  # budget reached
     assert buffer == b"\x82\x01y" and len(events) == 1
-    assert speedups.parse_frames(buffer, events, 5, False, -1, None) == 0  # all taken
-    assert speedups.parse_frames(bytearray(b"\x82"), events, 5, False, -1, None) == 1  # partial
-    assert speedups.parse_frames(bytearray(b"\x88\x00"), events, 5, False, -1, None) == 2  # close: Python's
+    assert speedups.parse_frames(buffer, events, 5, False, None, None) == 0  # all taken
+    assert speedups.parse_frames(bytearray(b"\x82"), events, 5, False, None, None) == 1  # partial
+    assert speedups.parse_frames(bytearray(b"\x88\x00"), events, 5, False, None, None) == 2  # close: Python's

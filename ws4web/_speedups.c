@@ -43,6 +43,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -244,7 +245,7 @@ new_frame(int opcode, PyObject *data)
  * buffer: the protocol's receive bytearray; the frames taken are deleted from its front.
  * events: the list the Frames are appended to, at most `budget` of them.
  * mask: True on the server (frames must be masked, §5.1), False on the client.
- * max_size: the payload limit of a data frame, or -1 for none (checked on the header).
+ * max_size: the payload limit of a data frame, or None for none (checked on the header).
  * pongs: the list the answers to PINGs are appended to (wire bytes), or None to
  *   leave PINGs to Python (the client, whose PONGs are masked; a closing protocol).
  */
@@ -253,7 +254,9 @@ parse_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
     PyObject *buffer, *events, *pongs;
-    Py_ssize_t budget, max_size;
+    long long budget;
+    uint64_t max_size = 0;
+    int limited = 0, refuse_data = 0, overflow = 0;
     int must_mask;
     Py_buffer view;
     Py_ssize_t pos = 0;
@@ -269,20 +272,39 @@ parse_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     pongs = args[5];
     if (!PyByteArray_CheckExact(buffer) || !PyList_CheckExact(events) ||
         (pongs != Py_None && !PyList_CheckExact(pongs))) {
-        PyErr_SetString(PyExc_TypeError, "parse_frames(bytearray, list, int, bool, int, list | None)");
+        PyErr_SetString(PyExc_TypeError, "parse_frames(bytearray, list, int, bool, int | None, list | None)");
         return NULL;
     }
-    budget = PyLong_AsSsize_t(args[2]);
+    if (!PyLong_Check(args[2]) || (args[4] != Py_None && !PyLong_Check(args[4]))) {
+        PyErr_SetString(PyExc_TypeError, "parse_frames: budget must be an int, max_size an int or None");
+        return NULL;
+    }
+    /* Any int is accepted as Python accepts it: a budget beyond the C range is no
+     * bound; a limit beyond it is none either (no length is over 2**63 - 1, §5.2);
+     * a negative limit refuses every data frame (the Python parser then fails it). */
+    budget = PyLong_AsLongLongAndOverflow(args[2], &overflow);
     if (budget == -1 && PyErr_Occurred()) {
         return NULL;
+    }
+    if (overflow > 0) {
+        budget = LLONG_MAX;
     }
     must_mask = PyObject_IsTrue(args[3]);
     if (must_mask < 0) {
         return NULL;
     }
-    max_size = PyLong_AsSsize_t(args[4]);
-    if (max_size == -1 && PyErr_Occurred()) {
-        return NULL;
+    if (args[4] != Py_None) {
+        long long limit = PyLong_AsLongLongAndOverflow(args[4], &overflow);
+        if (limit == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (overflow < 0 || (overflow == 0 && limit < 0)) {
+            limited = 1;
+            refuse_data = 1;
+        } else if (overflow == 0) {
+            limited = 1;
+            max_size = (uint64_t)limit;
+        }
     }
     if (frame_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "ws4web._speedups.configure() was not called");
@@ -369,7 +391,7 @@ parse_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         /* §10.4: the limit is checked on the header, before any payload is read
          * (control frames are bounded by 125 bytes instead). */
-        if (max_size >= 0 && opcode < 8 && length > (uint64_t)max_size) {
+        if (opcode < 8 && limited && (refuse_data || length > max_size)) {
             status = STATUS_PYTHON;
             break;
         }

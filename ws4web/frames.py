@@ -318,7 +318,7 @@ def _py_frame_wire(b0: int, data: bytes, mask: bool) -> list[bytes]:
 #: The frame builder: the C one when built (the same bytes, one call), else the above.
 frame_wire: Callable[[int, bytes, bool], list[bytes]] = _py_frame_wire
 #: The receive fast path (see ws4web/_speedups.c and Protocol._parse), or None.
-_c_parse_frames: Callable[[bytearray, list[Frame], int, bool, int, list[bytes] | None], int] | None = None
+_c_parse_frames: Callable[[bytearray, list[Frame], int, bool, int | None, list[bytes] | None], int] | None = None
 if _speedups is not None:
     _speedups.configure(Frame, _OPCODES, os.urandom)
     frame_wire = _speedups.frame_wire

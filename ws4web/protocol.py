@@ -375,7 +375,7 @@ class Protocol:
                         events,
                         _NO_BOUND if self.max_pending is None else self.max_pending - len(events),
                         mask_in,
-                        -1 if limit is None else limit,
+                        limit,
                         self._writes if answers_pings and self.state is State.OPEN else None,
                     )
                     if status == _PARTIAL:  # a frame has begun: wait for the rest of it
