@@ -7,6 +7,7 @@ build on purpose (a pure-Python wheel); WS4WEB_NO_SPEEDUPS=1 ignores a built one
 """
 
 import os
+import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -28,6 +29,7 @@ class OptionalBuildExt(build_ext):
 
 extensions = []
 if not os.environ.get("WS4WEB_NO_EXTENSIONS"):
-    extensions.append(Extension("ws4web._speedups", ["ws4web/_speedups.c"], optional=True, extra_compile_args=["-O3", "-Wall", "-Wextra"]))
+    flags = [] if sys.platform == "win32" else ["-O3", "-Wall", "-Wextra"]
+    extensions.append(Extension("ws4web._speedups", ["ws4web/_speedups.c"], optional=True, extra_compile_args=flags))
 
 setup(ext_modules=extensions, cmdclass={"build_ext": OptionalBuildExt})
