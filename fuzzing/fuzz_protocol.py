@@ -38,7 +38,10 @@ The wire is cut into chunks by the sizes and fed to ``receive_data``. The checks
   close code: the protocol accepts only valid frames and rejects invalid ones
   with the right code, whatever the chunking;
 * with permessage-deflate, every delivered message is within the limit and
-  text is valid UTF-8.
+  text is valid UTF-8;
+* where the C accelerator is built, the compiled fast path (ws4web/_speedups.c)
+  and the Python parser deliver the same frames, write the same frames and end
+  the same way, step by step (``check_fast_path``).
 """
 
 from __future__ import annotations
