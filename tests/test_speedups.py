@@ -465,3 +465,18 @@ def test_parse_frames_refuses_bad_arguments() -> None:
     assert speedups.parse_frames(buffer, events, 5, False, None, None) == 0  # all taken
     assert speedups.parse_frames(bytearray(b"\x82"), events, 5, False, None, None) == 1  # partial
     assert speedups.parse_frames(bytearray(b"\x88\x00"), events, 5, False, None, None) == 2  # close: Python's
+
+
+def test_parsed_frames_have_every_field() -> None:
+    # The C parser fills a Frame's slots itself (no __init__ call): a field added to
+    # Frame must be added there too, or this fails.
+    stream = wire(0x81, b"text", masked=True) + wire(0x82, b"", masked=True) + wire(0x8A, b"p", masked=True)
+    compiled = Protocol(SERVER, data=stream).events_received()
+    with python_parser():
+        python = Protocol(SERVER, data=stream).events_received()
+    assert len(compiled) == len(python) == 3
+    for mine, reference in zip(compiled, python, strict=True):
+        assert type(mine) is type(reference)
+        for name in type(reference).__slots__:
+            assert getattr(mine, name) == getattr(reference, name), name
+            assert type(getattr(mine, name)) is type(getattr(reference, name)), name

@@ -138,6 +138,7 @@ class Frame:
     tests and for low-level users.
     """
 
+    # ws4web/_speedups.c fills these slots itself (new_frame): a new field goes there too.
     __slots__ = ("data", "fin", "opcode", "rsv1", "rsv2", "rsv3")
 
     def __init__(
