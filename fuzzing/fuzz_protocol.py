@@ -38,7 +38,10 @@ The wire is cut into chunks by the sizes and fed to ``receive_data``. The checks
   close code: the protocol accepts only valid frames and rejects invalid ones
   with the right code, whatever the chunking;
 * with permessage-deflate, every delivered message is within the limit and
-  text is valid UTF-8.
+  text is valid UTF-8;
+* where the C accelerator is built, the compiled fast path (ws4web/_speedups.c)
+  and the Python parser deliver the same frames, write the same frames and end
+  the same way, step by step (``check_fast_path``).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from typing import NamedTuple
 from common import FuzzInput, fuzz_main, instrumented, split_input, u16, u64
 
 with instrumented(__name__ == "__main__"):
+    from ws4web import protocol as protocol_module
     from ws4web.exceptions import ConnectionClosed
     from ws4web.extensions.permessage_deflate import PerMessageDeflate
     from ws4web.frames import Frame
@@ -500,8 +504,65 @@ def check_messages(events: list[Frame], limit: int | None) -> None:
             current = None
 
 
+def transcript(data: bytes, *, fast: bool) -> list[object]:
+    """What a protocol does with one input, step by step: frames delivered, frames
+    written (unmasked), refusals, and how it ended; ``fast=False`` turns the compiled
+    fast path off for this protocol (ws4web/_speedups.c), to compare the two."""
+    fuzz: FuzzInput = split_input(data)
+    config = decode_config(fuzz.config)
+    server = not config.client
+    wire = build_wire(fuzz.body, masked=server, compress=config.deflate) if config.structured else fuzz.body
+    saved = protocol_module._c_parse_frames
+    if not fast:
+        protocol_module._c_parse_frames = None  # read once, when a Protocol is made
+    try:
+        protocol = Protocol(
+            SERVER if server else CLIENT,
+            max_message_size=config.message_limit,
+            max_frame_size=config.frame_limit,
+            extensions=[PerMessageDeflate()] if config.deflate else [],
+        )
+    finally:
+        protocol_module._c_parse_frames = saved
+    result: list[object] = []
+
+    def collect() -> None:
+        delivered = []
+        while batch := protocol.events_received():
+            delivered += [(int(f.opcode), f.data, f.fin, f.rsv1, f.rsv2, f.rsv3) for f in batch]
+        writes = protocol.data_to_send()
+        sent = parse_output(b"".join(w for w in writes if w), masked=not server, rsv1=config.deflate)
+        result.append((delivered, sent, SEND_EOF in writes, protocol.unparsed_bytes))
+
+    for step in steps(fuzz.sizes, wire):
+        if isinstance(step, bytes):
+            protocol.receive_data(step)
+        elif step == "fail":
+            protocol.fail(1008, "policy")
+        else:
+            try:
+                local_action(protocol, step)
+            except ConnectionClosed:
+                result.append(("refused", step))
+        collect()
+    if config.eof:
+        protocol.receive_eof()
+        collect()
+    result.append((protocol.state, protocol.close_code, protocol.close_reason, str(protocol.failure)))
+    return result
+
+
+def check_fast_path(data: bytes) -> None:
+    """The compiled fast path and the Python parser do the same with every input."""
+    if protocol_module._c_parse_frames is None:
+        return
+    compiled, python = transcript(data, fast=True), transcript(data, fast=False)
+    assert compiled == python, f"the compiled parser differs:\n{compiled!r}\nthe Python parser:\n{python!r}"
+
+
 def test_one_input(data: bytes) -> None:
     check(data)
+    check_fast_path(data)
 
 
 # -- seeds: one input per interesting shape, so the fuzzer starts deep ---------------------------

@@ -379,12 +379,16 @@ def test_public_apply_mask_prefers_the_accelerator() -> None:
 
 
 def test_speedups_can_be_turned_off() -> None:
-    # WS4WEB_NO_SPEEDUPS=1 selects the pure-Python masking, to compare the two.
-    script = "import ws4web.frames as f; print(f.apply_mask is f._py_apply_mask, f._c_apply_mask is None)"
+    # WS4WEB_NO_SPEEDUPS=1 selects the pure-Python code (masking, frame builder, parser), to compare.
+    script = (
+        "import ws4web.frames as f, ws4web.protocol as p;"
+        "print(f.apply_mask is f._py_apply_mask, f._c_apply_mask is None, f._speedups is None,"
+        " p._c_parse_frames is None, f.frame_wire is f._py_frame_wire)"
+    )
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "WS4WEB_NO_SPEEDUPS": "1", "PYTHONPATH": root}
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=root, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["True", "True"]
+    assert result.stdout.split() == ["True"] * 5

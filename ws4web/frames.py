@@ -10,9 +10,11 @@ chunking of the input; it enforces every rule that one frame can break on its ow
 from __future__ import annotations
 
 import enum
+import importlib
 import os
 import struct
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from typing import Any
 
 from .exceptions import InvalidPayload, PayloadTooBig, ProtocolError
 from .streams import StreamReader
@@ -84,12 +86,18 @@ def is_valid_close_code(code: int) -> bool:
     return code in _WIRE_CODES or 3000 <= code <= 4999
 
 
-_c_apply_mask = None
-if not os.environ.get("WS4WEB_NO_SPEEDUPS"):  # set it to compare against pure Python
-    try:  # the optional C accelerator
-        from ._speedups import apply_mask as _c_apply_mask  # type: ignore[import-not-found,no-redef,unused-ignore]
+# The optional C accelerator (ws4web/_speedups.c); WS4WEB_NO_SPEEDUPS=1 ignores it, to
+# compare against pure Python. It is all or nothing: the masking, the frame builder
+# and the receive fast path (used by ws4web.protocol) come from the same build.
+_speedups: Any = None
+if not os.environ.get("WS4WEB_NO_SPEEDUPS"):
+    try:
+        _speedups = importlib.import_module("ws4web._speedups")
     except ImportError:  # pragma: no cover - depends on the build
         pass
+_c_apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes] | None = (
+    None if _speedups is None else _speedups.apply_mask
+)
 
 
 def _py_apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
@@ -130,6 +138,7 @@ class Frame:
     tests and for low-level users.
     """
 
+    # ws4web/_speedups.c fills these slots itself (new_frame): a new field goes there too.
     __slots__ = ("data", "fin", "opcode", "rsv1", "rsv2", "rsv3")
 
     def __init__(
@@ -283,7 +292,7 @@ class Frame:
         return frame_wire(b0, self.data, mask)
 
 
-def frame_wire(b0: int, data: bytes, mask: bool) -> list[bytes]:
+def _py_frame_wire(b0: int, data: bytes, mask: bool) -> list[bytes]:
     """A frame's bytes on the wire (RFC 6455 §5.2): ``b0`` is its first byte (FIN,
     RSV bits, opcode), ``data`` its payload, masked with a fresh key if ``mask``.
 
@@ -305,6 +314,16 @@ def frame_wire(b0: int, data: bytes, mask: bool) -> list[bytes]:
     if length <= _JOIN_LIMIT:
         return [header + data]
     return [header, data]
+
+
+#: The frame builder: the C one when built (the same bytes, one call), else the above.
+frame_wire: Callable[[int, bytes, bool], list[bytes]] = _py_frame_wire
+#: The receive fast path (see ws4web/_speedups.c and Protocol._parse), or None.
+_c_parse_frames: Callable[[bytearray, list[Frame], int, bool, int | None, list[bytes] | None], int] | None = None
+if _speedups is not None:
+    _speedups.configure(Frame, _OPCODES, os.urandom)
+    frame_wire = _speedups.frame_wire
+    _c_parse_frames = _speedups.parse_frames
 
 
 class Close:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import codecs
 import enum
 import logging
+import sys
 from collections.abc import Generator, Sequence
 from typing import Any
 
 from .exceptions import ConnectionClosed, InvalidPayload, PayloadTooBig, ProtocolError, closed_exception
 from .extensions.base import Extension
-from .frames import Close, CloseCode, Frame, Opcode, frame_wire, is_valid_close_code
+from .frames import Close, CloseCode, Frame, Opcode, _c_parse_frames, frame_wire, is_valid_close_code
 from .streams import StreamReader
 
 __all__ = ["CLIENT", "SEND_EOF", "SERVER", "Protocol", "Side", "State"]
@@ -40,6 +41,12 @@ logger = logging.getLogger("ws4web.protocol")
 SEND_EOF = b""
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+# What the compiled fast path (frames._c_parse_frames) returns besides "buffer empty"
+# and "max_pending reached": see ws4web/_speedups.c.
+_PARTIAL = 1
+_LEFT_TO_PYTHON = 2
+_NO_BOUND = sys.maxsize
 
 
 class Side(enum.Enum):
@@ -139,9 +146,10 @@ class Protocol:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes read from the transport."""
-        if self._reader.eof:
+        reader = self._reader
+        if reader.eof:
             return  # nothing is read after EOF; a late write from the peer is moot
-        self._reader.feed_data(data)
+        reader.buffer += data  # StreamReader.feed_data, without a call per read
         next(self._parser, None)
 
     def receive_eof(self) -> None:
@@ -334,6 +342,11 @@ class Protocol:
         rsv_mask = self._rsv_mask
         has_extensions = bool(self.extensions)
         parse_buffered = Frame.parse_buffered
+        # The compiled fast path takes whole unfragmented messages, pongs and (on the
+        # server) pings, many per call; it stops at any other frame, which the Python
+        # code below parses and judges (extensions: always the Python code).
+        fast = None if has_extensions else _c_parse_frames
+        answers_pings = not self._mask_out  # the client masks its pongs: the Python code does
         yield
         try:
             while True:
@@ -355,6 +368,23 @@ class Protocol:
                         # This only bounds buffering; extensions check the decoded size.
                         left += (left >> 4) + 1024
                     limit = left if limit is None else min(limit, left)
+                if fast is not None and self._in_opcode is None:
+                    events = self._events
+                    status = fast(
+                        buffer,
+                        events,
+                        _NO_BOUND if self.max_pending is None else self.max_pending - len(events),
+                        mask_in,
+                        limit,
+                        self._writes if answers_pings and self.state is State.OPEN else None,
+                    )
+                    if status == _PARTIAL:  # a frame has begun: wait for the rest of it
+                        if reader.eof:
+                            raise EOFError("stream ended within a frame")
+                        yield
+                        continue
+                    if status != _LEFT_TO_PYTHON:  # buffer empty, or max_pending reached
+                        continue
                 # Fast path: a whole frame is buffered (many per recv); else wait.
                 frame = parse_buffered(reader, mask=mask_in, max_size=limit, rsv_mask=rsv_mask)
                 if frame is None:
