@@ -512,9 +512,9 @@ def transcript(data: bytes, *, fast: bool) -> list[object]:
     config = decode_config(fuzz.config)
     server = not config.client
     wire = build_wire(fuzz.body, masked=server, compress=config.deflate) if config.structured else fuzz.body
-    saved = protocol_module._c_parse_frames
+    saved = protocol_module.fast_parse_frames
     if not fast:
-        protocol_module._c_parse_frames = None  # read once, when a Protocol is made
+        protocol_module.fast_parse_frames = None  # read once, when a Protocol is made
     try:
         protocol = Protocol(
             SERVER if server else CLIENT,
@@ -523,7 +523,7 @@ def transcript(data: bytes, *, fast: bool) -> list[object]:
             extensions=[PerMessageDeflate()] if config.deflate else [],
         )
     finally:
-        protocol_module._c_parse_frames = saved
+        protocol_module.fast_parse_frames = saved
     result: list[object] = []
 
     def collect() -> None:
@@ -554,7 +554,7 @@ def transcript(data: bytes, *, fast: bool) -> list[object]:
 
 def check_fast_path(data: bytes) -> None:
     """The compiled fast path and the Python parser do the same with every input."""
-    if protocol_module._c_parse_frames is None:
+    if protocol_module.fast_parse_frames is None:
         return
     compiled, python = transcript(data, fast=True), transcript(data, fast=False)
     assert compiled == python, f"the compiled parser differs:\n{compiled!r}\nthe Python parser:\n{python!r}"

@@ -383,7 +383,7 @@ def test_speedups_can_be_turned_off() -> None:
     script = (
         "import ws4web.frames as f, ws4web.protocol as p;"
         "print(f.apply_mask is f._py_apply_mask, f._c_apply_mask is None, f._speedups is None,"
-        " p._c_parse_frames is None, f.frame_wire is f._py_frame_wire)"
+        " p.fast_parse_frames is None, f.frame_wire is f._py_frame_wire)"
     )
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "WS4WEB_NO_SPEEDUPS": "1", "PYTHONPATH": root}

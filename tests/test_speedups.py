@@ -33,12 +33,12 @@ KEY = b"\x37\xfa\x21\x3d"
 @contextlib.contextmanager
 def python_parser() -> Iterator[None]:
     """Protocols made inside parse with the Python code only (the fast path is read at creation)."""
-    saved = protocol_module._c_parse_frames
-    protocol_module._c_parse_frames = None
+    saved = protocol_module.fast_parse_frames
+    protocol_module.fast_parse_frames = None
     try:
         yield
     finally:
-        protocol_module._c_parse_frames = saved
+        protocol_module.fast_parse_frames = saved
 
 
 def wire(b0: int, payload: bytes, *, masked: bool, length: int | None = None, form: int | None = None) -> bytes:
@@ -113,7 +113,7 @@ def close_code(result: list[object]) -> int:
 
 
 def test_the_fast_path_is_used() -> None:
-    assert protocol_module._c_parse_frames is speedups.parse_frames
+    assert protocol_module.fast_parse_frames is speedups.parse_frames
     assert frames.frame_wire is speedups.frame_wire
     protocol = Protocol(SERVER)
     calls = []
@@ -123,11 +123,11 @@ def test_the_fast_path_is_used() -> None:
         calls.append(args)
         return real(*args)  # type: ignore[no-any-return]
 
-    protocol_module._c_parse_frames = spy
+    protocol_module.fast_parse_frames = spy
     try:
         protocol = Protocol(SERVER)
     finally:
-        protocol_module._c_parse_frames = real
+        protocol_module.fast_parse_frames = real
     protocol.receive_data(wire(0x82, b"a", masked=True) * 3)
     assert len(calls) == 1  # three frames, one call
     assert [f.data for f in protocol.events_received()] == [b"a"] * 3

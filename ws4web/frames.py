@@ -27,6 +27,7 @@ __all__ = [
     "Frame",
     "Opcode",
     "apply_mask",
+    "fast_parse_frames",
     "frame_wire",
     "is_valid_close_code",
 ]
@@ -319,11 +320,11 @@ def _py_frame_wire(b0: int, data: bytes, mask: bool) -> list[bytes]:
 #: The frame builder: the C one when built (the same bytes, one call), else the above.
 frame_wire: Callable[[int, bytes, bool], list[bytes]] = _py_frame_wire
 #: The receive fast path (see ws4web/_speedups.c and Protocol._parse), or None.
-_c_parse_frames: Callable[[bytearray, list[Frame], int, bool, int | None, list[bytes] | None], int] | None = None
+fast_parse_frames: Callable[[bytearray, list[Frame], int, bool, int | None, list[bytes] | None], int] | None = None
 if _speedups is not None:
     _speedups.configure(Frame, _OPCODES, os.urandom)
     frame_wire = _speedups.frame_wire
-    _c_parse_frames = _speedups.parse_frames
+    fast_parse_frames = _speedups.parse_frames
 
 
 class Close:

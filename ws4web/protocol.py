@@ -30,7 +30,7 @@ from typing import Any
 
 from .exceptions import ConnectionClosed, InvalidPayload, PayloadTooBig, ProtocolError, closed_exception
 from .extensions.base import Extension
-from .frames import Close, CloseCode, Frame, Opcode, _c_parse_frames, frame_wire, is_valid_close_code
+from .frames import Close, CloseCode, Frame, Opcode, fast_parse_frames, frame_wire, is_valid_close_code
 from .streams import StreamReader
 
 __all__ = ["CLIENT", "SEND_EOF", "SERVER", "Protocol", "Side", "State"]
@@ -42,7 +42,7 @@ SEND_EOF = b""
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
-# What the compiled fast path (frames._c_parse_frames) returns besides "buffer empty"
+# What the compiled fast path (frames.fast_parse_frames) returns besides "buffer empty"
 # and "max_pending reached": see ws4web/_speedups.c.
 _PARTIAL = 1
 _LEFT_TO_PYTHON = 2
@@ -345,7 +345,7 @@ class Protocol:
         # The compiled fast path takes whole unfragmented messages, pongs and (on the
         # server) pings, many per call; it stops at any other frame, which the Python
         # code below parses and judges (extensions: always the Python code).
-        fast = None if has_extensions else _c_parse_frames
+        fast = None if has_extensions else fast_parse_frames
         answers_pings = not self._mask_out  # the client masks its pongs: the Python code does
         yield
         try:
