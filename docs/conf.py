@@ -83,6 +83,7 @@ nitpick_ignore = [
     ("py:class", "ws4web.upgrade.W"),
     ("py:class", "ws4web.upgrade.T"),
     ("py:class", "ws4web.adapters.flask.W"),
+    ("py:class", "ws4web.compat.twspy.websocket.H"),
     ("py:class", "ws4web.adapters._paths.T"),
     ("py:obj", "ws4web.adapters._paths.T"),
     # Types that exist but that their own documentation does not describe.

@@ -18,7 +18,7 @@ from ...frames import CloseCode
 from ...messages import Message
 from .errors import SocketClosed
 from .message import twspy_message
-from .websocket import Endpoint, websocket
+from .websocket import Endpoint, add_hooks, websocket
 
 __all__ = ["Connection", "positional_arity"]
 
@@ -103,16 +103,7 @@ class Connection:
 
     def add_hook(self, send: MessageHook | None = None, recv: MessageHook | None = None, prepend: bool = False) -> None:
         """Functions applied to each message sent and received (JSON encoding, say)."""
-        if send is not None:
-            if prepend:
-                self.hooks_send.insert(0, send)
-            else:
-                self.hooks_send.append(send)
-        if recv is not None:
-            if prepend:
-                self.hooks_recv.append(recv)
-            else:
-                self.hooks_recv.insert(0, recv)
+        add_hooks(self.hooks_send, self.hooks_recv, send, recv, prepend)
 
     def _pong(self, payload: bytes) -> None:
         self.onpong(payload)

@@ -15,7 +15,7 @@ import base64
 import socket
 import ssl
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from ...accept import AcceptPolicy
 from ...auth import basic_auth
@@ -30,7 +30,9 @@ from ...websocket import WebSocket
 from .errors import SocketClosed
 from .frame import twspy_frame
 
-__all__ = ["Endpoint", "websocket"]
+__all__ = ["Endpoint", "add_hooks", "websocket"]
+
+H = TypeVar("H")
 
 #: The socket methods and attributes a websocket passes through, as twspy's did.
 INHERITED_ATTRS = frozenset(
@@ -246,16 +248,7 @@ class websocket:  # twspy's name
     def add_hook(self, send: FrameHook | None = None, recv: FrameHook | None = None, prepend: bool = False) -> None:
         """Functions applied to each frame sent (before it goes out) and received (before
         ``recv()`` returns it), in the order twspy applied them."""
-        if send is not None:
-            if prepend:
-                self.hooks_send.insert(0, send)
-            else:
-                self.hooks_send.append(send)
-        if recv is not None:
-            if prepend:
-                self.hooks_recv.append(recv)
-            else:
-                self.hooks_recv.insert(0, recv)
+        add_hooks(self.hooks_send, self.hooks_recv, send, recv, prepend)
 
     def close(self) -> None:
         """Close the socket (a connection is dropped without a closing handshake, as
@@ -264,3 +257,18 @@ class websocket:  # twspy's name
             self.endpoint.terminate()
         else:
             self.sock.close()
+
+
+def add_hooks(sends: list[H], recvs: list[H], send: H | None, recv: H | None, prepend: bool) -> None:
+    """twspy's hook order: send hooks run in the order added (``prepend``: first), receive
+    hooks the other way round, so that a send/recv pair undoes itself."""
+    if send is not None:
+        if prepend:
+            sends.insert(0, send)
+        else:
+            sends.append(send)
+    if recv is not None:
+        if prepend:
+            recvs.append(recv)
+        else:
+            recvs.insert(0, recv)
