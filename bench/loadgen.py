@@ -36,6 +36,7 @@ DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"  # what browsers of
 SMALL = 64
 BIG = 2**20
 DEFLATE_SIZE = 16 * 1024
+DEFLATE_TEXTS = 32  # distinct messages the deflate scenario cycles through
 CONCURRENT = 100
 WINDOW = 256  # stream scenario: messages in flight
 BATCH = 64  # stream scenario: messages per write
@@ -652,11 +653,14 @@ def idle1k(ep: Endpoint, count: int, settle: float = 1.0) -> Measurement:
 def deflate16k(ep: Endpoint, duration: float, warmup: float) -> Measurement:
     """(g) permessage-deflate (RFC 7692) on 16 KiB of JSON-like text, one message at a time.
 
-    The client compresses the text once, without context takeover, so the same frame is
-    valid as every message (§7.1.1.1: a client may always forgo its context); the server
-    compresses with whatever it negotiated, so replies are walked frame by frame. The floor
-    echoes the same compressed frame."""
-    text = json_text()
+    The messages cycle through DEFLATE_TEXTS distinct texts (different records, same
+    structure): one text repeated would let a server whose window exceeds the message
+    compress each echo into a few back-references to the previous one, which flatters
+    large windows (bench/deflate_settings.py measures both shapes). The client compresses
+    each text once, without context takeover, so its frames are valid in any order
+    (§7.1.1.1: a client may always forgo its context); the server compresses with whatever
+    it negotiated, so replies are walked frame by frame. The floor echoes the frames."""
+    texts = [json_text(seed=7 + i) for i in range(DEFLATE_TEXTS)]
     sock, negotiated = connect(ep, DEFLATE_OFFER)
     try:
         if not ep.floor and (negotiated is None or "permessage-deflate" not in negotiated):
@@ -666,10 +670,14 @@ def deflate16k(ep: Endpoint, duration: float, warmup: float) -> Measurement:
             name, _, value = param.strip().partition("=")
             if name == "client_max_window_bits" and value:
                 bits = max(9, int(value.strip('"')))  # zlib cannot do raw deflate with 8
-        compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits)
-        body = compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH)
-        assert body.endswith(b"\x00\x00\xff\xff")
-        frame = client_frame(0x1, body[:-4], rsv1=True)
+        bodies = []
+        for text in texts:
+            compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits)
+            body = compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            assert body.endswith(b"\x00\x00\xff\xff")
+            bodies.append(body[:-4])
+        frames = [client_frame(0x1, body, rsv1=True) for body in bodies]
+        sent = 0
         recv_into = sock.recv_into
         sendall = sock.sendall
         buf = bytearray(262144)
@@ -678,8 +686,10 @@ def deflate16k(ep: Endpoint, duration: float, warmup: float) -> Measurement:
         perf_counter = time.perf_counter
 
         def one(keep: bool = False) -> bytes:
-            """Send the frame, read frames until a final data frame; return its payload if keep."""
-            sendall(frame)
+            """Send the next frame, read frames until a final data frame; return its payload if keep."""
+            nonlocal sent
+            sendall(frames[sent % DEFLATE_TEXTS])
+            sent += 1
             kept = b""
             while True:
                 while True:  # is a whole frame buffered?
@@ -713,12 +723,15 @@ def deflate16k(ep: Endpoint, duration: float, warmup: float) -> Measurement:
                     raise BenchError("connection closed by the server")
                 pending.extend(view[:r])
 
-        first = one(keep=True)
-        if ep.floor:
-            if first != mask(body[:-4]):
-                raise BenchError("the floor did not echo the compressed frame")
-        elif zlib.decompressobj(-15).decompress(first + b"\x00\x00\xff\xff") != text:
-            raise BenchError("the compressed echo does not inflate to the text sent")
+        # The server's replies share one compression context: inflate a whole cycle with one.
+        inflater = zlib.decompressobj(-15)
+        for i in range(DEFLATE_TEXTS):
+            echoed = one(keep=True)
+            if ep.floor:
+                if echoed != mask(bodies[i]):
+                    raise BenchError("the floor did not echo the compressed frame")
+            elif inflater.decompress(echoed + b"\x00\x00\xff\xff") != texts[i]:
+                raise BenchError("the compressed echo does not inflate to the text sent")
 
         def run(seconds: float) -> int:
             n = 0
@@ -734,7 +747,7 @@ def deflate16k(ep: Endpoint, duration: float, warmup: float) -> Measurement:
         window.start()
         n = run(duration)
         result = window.stop(n, per_second)
-        result.extra = {"negotiated": negotiated or "", "compressed_bytes": len(body) - 4}
+        result.extra = {"negotiated": negotiated or "", "compressed_bytes": sum(map(len, bodies)) // len(bodies)}
         return result
     finally:
         close_all([sock])

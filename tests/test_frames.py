@@ -343,7 +343,8 @@ def test_close_value_behaviour() -> None:
 
 # -- masking (RFC 6455 §5.3) ------------------------------------------------------------
 
-MASK_LENGTHS = [*range(71), 127, 1001, 4097, 65537]
+# Both sides of the pure-Python lane threshold (4096), and every remainder modulo 4 above it.
+MASK_LENGTHS = [*range(71), 127, 1001, 4095, 4096, 4097, 4098, 4099, 65537]
 
 
 MaskFunction = Callable[[bytes | bytearray | memoryview, bytes], bytes]
@@ -369,6 +370,7 @@ def test_apply_mask_matches_reference(function: MaskFunction) -> None:
 def test_apply_mask_returns_bytes() -> None:
     assert _py_apply_mask(b"", b"abcd") == b""
     assert type(_py_apply_mask(bytearray(b"xyz"), b"abcd")) is bytes
+    assert type(_py_apply_mask(bytearray(10_000), b"abcd")) is bytes
     assert type(apply_mask(bytearray(b"xyz"), b"abcd")) is bytes
     # Leading zero bytes of the result must survive the integer round trip.
     assert _py_apply_mask(b"abcd" * 3, b"abcd") == bytes(12)

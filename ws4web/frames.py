@@ -101,17 +101,35 @@ _c_apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes] | None =
 )
 
 
+# Above this size the pure-Python mask XORs each of the four byte lanes with a
+# translation table (four C-level passes); below it one big-integer XOR is cheaper.
+_LANES_FROM = 4096
+_xor_tables: list[bytes | None] = [None] * 256
+
+
+def _xor_table(key: int) -> bytes:
+    table = _xor_tables[key]
+    if table is None:
+        table = _xor_tables[key] = bytes(byte ^ key for byte in range(256))
+    return table
+
+
 def _py_apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` repeated (RFC 6455 §5.3).
 
-    One big-integer XOR does the whole payload in C: no per-byte Python loop.
+    No per-byte Python loop: a big-integer XOR for short payloads, and for long
+    ones a ``bytes.translate`` per byte lane (every 4th byte shares a key byte).
     """
     n = len(data)
-    if n == 0:
-        return b""
-    repeated = mask * (n // 4 + 1)
-    key = int.from_bytes(repeated[:n], "little")
-    return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
+    if n < _LANES_FROM:
+        if n == 0:
+            return b""
+        key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
+        return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
+    out = bytearray(data)
+    for lane in range(4):
+        out[lane::4] = out[lane::4].translate(_xor_table(mask[lane]))
+    return bytes(out)
 
 
 apply_mask = _c_apply_mask or _py_apply_mask

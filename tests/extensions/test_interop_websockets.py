@@ -35,11 +35,14 @@ from websockets.sync.server import serve as ws_serve
 
 from ws4web import WebSocket, WebSocketServer, connect
 from ws4web.extensions.permessage_deflate import (
+    SERVER_WINDOW_BITS,
     ClientPerMessageDeflateFactory,
     PerMessageDeflate,
     ServerPerMessageDeflateFactory,
 )
 from ws4web.messages import Message
+
+from . import rfc_server
 
 TIMEOUT = 10.0
 MAX_SIZE = 2**21
@@ -300,8 +303,12 @@ def test_websockets_client_with_ws4web_server(
         client_max_window_bits=client_bits,
     )
     ours, theirs = _echo_with_websockets_client(ws4web_server.port, factory, ws4web_server, SIZES[size])
-    expected_client_bits = client_bits if client_bits is not True and client_bits is not None else 15
-    assert ours == (server_nct, client_nct, server_bits or 15, expected_client_bits)
+    # The server's defaults cap both windows at SERVER_WINDOW_BITS; the client's
+    # window can only be capped when its offer names client_max_window_bits.
+    cap = SERVER_WINDOW_BITS
+    expected_server_bits = min(server_bits or 15, cap)
+    expected_client_bits = 15 if client_bits is None else cap if client_bits is True else min(client_bits, cap)
+    assert ours == (server_nct, client_nct, expected_server_bits, expected_client_bits)
     assert theirs == _mirror(ours)
 
 
@@ -329,7 +336,7 @@ def test_websockets_client_with_ws4web_server(
 def test_websockets_client_with_a_limiting_ws4web_server(
     server_options: dict[str, Any], expected: tuple[bool, bool, int, int]
 ) -> None:
-    server = Ws4webServer(ServerPerMessageDeflateFactory(**server_options))
+    server = Ws4webServer(rfc_server(**server_options))
     try:
         ours, theirs = _echo_with_websockets_client(
             server.port, WSClientFactory(), server, SMALL_MESSAGES + BIG_MESSAGES

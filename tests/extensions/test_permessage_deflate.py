@@ -16,6 +16,8 @@ from ws4web.exceptions import NegotiationError, PayloadTooBig, ProtocolError
 from ws4web.extensions.base import Extension
 from ws4web.extensions.deflate_frame import ClientDeflateFrameFactory, DeflateFrame, ServerDeflateFrameFactory
 from ws4web.extensions.permessage_deflate import (
+    SERVER_COMPRESSION_LEVEL,
+    SERVER_MEM_LEVEL,
     ClientPerMessageDeflateFactory,
     PerMessageDeflate,
     ServerPerMessageDeflateFactory,
@@ -28,6 +30,8 @@ from ws4web.messages import Assembler, Message
 from ws4web.protocol import CLIENT, SERVER, Protocol
 from ws4web.streams import StreamReader
 from ws4web.upgrade import wrap_socket
+
+from . import rfc_server
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -94,7 +98,7 @@ def server_answer(
     """The Sec-WebSocket-Extensions a server answers to ``offer``, and what it enabled."""
     key = generate_key()
     request = client_request("example.com", "/", key, headers=[("Sec-WebSocket-Extensions", offer)])
-    accepted = accept(request, extensions=[factory or ServerPerMessageDeflateFactory()])
+    accepted = accept(request, extensions=[factory or rfc_server()])
     return accepted.response.headers.get("Sec-WebSocket-Extensions"), accepted.extensions
 
 
@@ -347,9 +351,39 @@ SERVER_ACCEPTS = [
 def test_server_accepts(
     options: dict[str, int | bool], offer: str, response: str, expected: tuple[bool, bool, int, int]
 ) -> None:
-    answer, extensions = server_answer(offer, ServerPerMessageDeflateFactory(**options))  # type: ignore[arg-type]
+    answer, extensions = server_answer(offer, rfc_server(**options))
     assert answer == response
     assert [settings(e) for e in extensions] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("offer", "response", "expected"),
+    [
+        # A browser's offer: both windows capped at 12 bits.
+        (
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
+            (False, False, 12, 12),
+        ),
+        # §7.1.2.2: a client that did not offer client_max_window_bits keeps its 15-bit window.
+        ("permessage-deflate", "permessage-deflate; server_max_window_bits=12", (False, False, 12, 15)),
+        # Smaller offered values win (§7.1.2.1, §7.1.2.2).
+        (
+            "permessage-deflate; server_max_window_bits=10; client_max_window_bits=9",
+            "permessage-deflate; server_max_window_bits=10; client_max_window_bits=9",
+            (False, False, 10, 9),
+        ),
+    ],
+)
+def test_server_defaults_suit_many_connections(
+    offer: str, response: str, expected: tuple[bool, bool, int, int]
+) -> None:
+    answer, extensions = server_answer(offer, ServerPerMessageDeflateFactory())
+    assert answer == response
+    [extension] = extensions
+    assert isinstance(extension, PerMessageDeflate)
+    assert settings(extension) == expected
+    assert (extension.compression_level, extension.mem_level) == (SERVER_COMPRESSION_LEVEL, SERVER_MEM_LEVEL) == (1, 5)
 
 
 DECLINED_OFFERS = [
@@ -543,7 +577,7 @@ def test_round_trips(server_bits: int | None, client_bits: int | bool | None) ->
                 server_max_window_bits=server_bits,
                 client_max_window_bits=client_bits,
             ),
-            ServerPerMessageDeflateFactory(),
+            rfc_server(),
         )
         expected_server_bits = server_bits or 15
         expected_client_bits = client_bits if isinstance(client_bits, int) and client_bits is not True else 15
