@@ -18,6 +18,7 @@ Nothing is installed here: a peer that is missing is reported and skipped
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
 import json
@@ -170,6 +171,7 @@ class Server:
         self.port = free_port()
         self.log_path = logdir / f"{target.name}.log"
         cmd = [sys.executable, "-m", f"bench.servers.{target.module}", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.profiled = profile is not None
         if profile is not None:
             cmd += ["--profile", str(profile), "--profile-clock", clock]
         with open(self.log_path, "ab") as log:
@@ -198,7 +200,9 @@ class Server:
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
+            # A profiled server dumps its profile on SIGUSR2 (servers that run an example
+            # install their own SIGTERM handler, the example's clean shutdown).
+            self.proc.send_signal(signal.SIGUSR2 if self.profiled else signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -331,6 +335,25 @@ def run_rounds(
     return results, notes
 
 
+def tottime_by_package(stats: pstats.Stats) -> collections.Counter[str]:
+    """Own time per top-level package: ws4web, cherrypy, cheroot, the standard library, C builtins."""
+    shares: collections.Counter[str] = collections.Counter()
+    for (filename, _line, _function), row in stats.stats.items():  # type: ignore[attr-defined]
+        tottime = row[2]
+        if filename == "~":
+            package = "builtins and C methods"
+        elif "site-packages" in filename:
+            package = filename.split("site-packages/", 1)[1].split("/", 1)[0]
+        elif "/ws4web/" in filename:
+            package = "ws4web"
+        elif "/lib/python3" in filename:
+            package = "standard library"
+        else:
+            package = Path(filename).parent.name or filename
+        shares[package] += tottime
+    return shares
+
+
 def run_profile(spec: str, opts: Options, logdir: Path, clock: str, known: dict[str, Target]) -> str:
     """Run one scenario against one target under cProfile; return the top 25 by tottime."""
     name, _, scenario_key = spec.rpartition(":") if spec.count(":") > 1 else spec.partition(":")
@@ -348,6 +371,7 @@ def run_profile(spec: str, opts: Options, logdir: Path, clock: str, known: dict[
 
     out = io.StringIO()
     stats = pstats.Stats(str(stats_path), stream=out)
+    by_package = tottime_by_package(stats)
     stats.strip_dirs().sort_stats("tottime").print_stats(25)
     text = out.getvalue()
     text = text[text.find("   ncalls") :] if "   ncalls" in text else text
@@ -355,7 +379,9 @@ def run_profile(spec: str, opts: Options, logdir: Path, clock: str, known: dict[
         f"cProfile ({clock} clock) of {name} during ({scenario.letter}) {scenario.name}, {opts.duration:g} s "
         f"(profiled rate {describe_measurement(scenario, m)}; profiling slows the server)\n"
     )
-    report = header + text
+    total = sum(by_package.values()) or 1.0
+    shares = ", ".join(f"{package} {seconds / total:.0%}" for package, seconds in by_package.most_common(8))
+    report = f"{header}time by package (own time of its functions): {shares}\n\n{text}"
     (RESULTS / f"profile-{name}-{scenario.name}-{clock}.txt").write_text(report)
     return report
 

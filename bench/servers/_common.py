@@ -109,7 +109,7 @@ def _install_profiling(path: str, clock: str) -> None:
         stats.dump_stats(path)
         os._exit(0)
 
-    signal.signal(signal.SIGTERM, dump)
+    signal.signal(signal.SIGUSR2, dump)  # not SIGTERM: an example's own shutdown handler takes that
     main_profiler.enable()
 
 
@@ -118,7 +118,7 @@ def main(describe: Callable[[], str], serve: Callable[[str, int], None]) -> None
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--check", action="store_true", help="say whether this target can run, then exit")
-    parser.add_argument("--profile", metavar="FILE", help="cProfile every thread; write pstats to FILE on SIGTERM")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile every thread; write pstats to FILE on SIGUSR2")
     parser.add_argument("--profile-clock", choices=("wall", "cpu"), default="wall", help="cProfile's timer")
     args = parser.parse_args()
     try:
