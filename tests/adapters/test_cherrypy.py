@@ -20,6 +20,7 @@ cherrypy = pytest.importorskip("cherrypy")
 
 from ws4web import WebSocket, connect  # noqa: E402
 from ws4web.adapters import cherrypy as adapter  # noqa: E402
+from ws4web.adapters._stack import cheroot_request  # noqa: E402
 from ws4web.auth import basic_auth  # noqa: E402
 from ws4web.drivers.selector import SelectorDriver, default_loop  # noqa: E402
 from ws4web.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus  # noqa: E402
@@ -487,41 +488,8 @@ def test_first_frame_in_the_handshake_packet(server: tuple[int, Any]) -> None:
 
 def test_detach_outside_cheroot_finds_nothing() -> None:
     assert adapter._detach_socket() is None
-    assert adapter._cheroot_request() is None
+    assert cheroot_request() is None
 
-
-def test_the_request_is_found_up_the_stack() -> None:
-    # cheroot's own HTTPRequest.respond() calls the gateway, which calls CherryPy, which
-    # calls the adapter's hook: a gateway that calls the lookup stands in for the rest.
-    from types import SimpleNamespace
-
-    from cheroot.server import HTTPRequest
-
-    found: list[Any] = []
-
-    class Gateway:
-        def __init__(self, req: HTTPRequest) -> None:
-            pass
-
-        def respond(self) -> None:
-            found.append(adapter._cheroot_request())
-
-    server = SimpleNamespace(max_request_body_size=0, gateway=Gateway, ssl_adapter=None)
-    conn = SimpleNamespace(rfile=io.BytesIO(), wfile=io.BytesIO())
-
-    class Overriding(HTTPRequest):  # type: ignore[misc]
-        # A subclass's own respond() is not one of HTTPRequest's methods: the full walk finds it.
-        def respond(self) -> None:
-            Gateway(self).respond()
-
-    assert id(HTTPRequest.respond.__code__) in adapter._request_methods()  # the quick look finds it
-    for cls in (HTTPRequest, Overriding):
-        req = cls(server, conn)
-        req.inheaders = {}
-        req.ready = False
-        req.chunked_write = False
-        req.respond()
-        assert found.pop() is req
 
 
 def test_refuses_to_upgrade_outside_cheroot(app: adapter.WebSocketPlugin) -> None:

@@ -65,12 +65,10 @@ tool answers 500 rather than a 101 it could not honour.
 
 from __future__ import annotations
 
-import functools
 import logging
 import socket
 import sys
 import threading
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -85,6 +83,7 @@ from ..handshake import Accepted
 from ..http11 import MAX_HEADERS, Headers, Request, Response
 from ..logs import ConnectionLog, format_peer, new_id
 from ..websocket import WebSocket
+from ._stack import cheroot_request
 
 __all__ = ["WebSocketPlugin", "WebSocketTool", "guard_server", "install", "uninstall"]
 
@@ -199,7 +198,7 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
             if closing:
                 # As on every door, a refused upgrade ends the connection: whatever
                 # the client sends next may be frames, not another HTTP request.
-                req = _cheroot_request()
+                req = cheroot_request()
                 if req is not None:
                     req.close_connection = True
             request.handler = None  # the refusal is the whole answer
@@ -298,46 +297,9 @@ def _served_by_cheroot() -> bool:
     return isinstance(threading.current_thread(), WorkerThread)
 
 
-@functools.cache
-def _request_methods() -> frozenset[int]:
-    """The ids of cheroot's HTTPRequest methods' code objects (one is on the stack: respond).
-
-    Ids, because hashing a code object hashes its bytecode and constants; the class
-    keeps the code objects alive, so their ids stay theirs.
-    """
-    from cheroot.server import HTTPRequest
-
-    return frozenset(
-        id(value.__code__) for value in vars(HTTPRequest).values() if isinstance(value, types.FunctionType)
-    )
-
-
-def _cheroot_request() -> Any:
-    """The cheroot HTTPRequest serving this thread, found up the call stack (None if none)."""
-    from cheroot.server import HTTPRequest
-
-    # Reading a frame's f_locals builds a dict of all its locals, which over
-    # CherryPy's deep stack was a fifth of a handshake's CPU: look first only at
-    # the frames that run HTTPRequest's own methods, then (a subclass that
-    # overrides them) at every frame.
-    methods = _request_methods()
-    for only_request_methods in (True, False):
-        frame = sys._getframe(1)
-        try:
-            while frame is not None:
-                if not only_request_methods or id(frame.f_code) in methods:
-                    candidate = frame.f_locals.get("self")
-                    if isinstance(candidate, HTTPRequest):
-                        return candidate
-                frame = frame.f_back  # type: ignore[assignment]
-        finally:
-            del frame
-    return None
-
-
 def _cheroot_socket() -> Any:
     """The socket of the connection this thread serves (the handler's ``sock``)."""
-    req = _cheroot_request()
+    req = cheroot_request()
     return None if req is None else req.conn.socket
 
 
@@ -363,7 +325,7 @@ def _detach_socket() -> tuple[socket.socket, bytes] | None:
     * cheroot set the socket's timeout (``server.socket_timeout``); a WebSocket
       may idle for long, so it goes back to blocking.
     """
-    req = _cheroot_request()
+    req = cheroot_request()
     if req is None or not req.sent_headers or not bytes(req.status).startswith(b"101"):
         return None
     conn = req.conn

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import io
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -50,6 +49,7 @@ from ..exceptions import InvalidHandshake
 from ..handshake import check_request
 from ..websocket import WebSocket
 from ._paths import PathRoutes, with_environ_params, wsgi_path
+from ._stack import cheroot_request, find_on_stack
 from ._wsgi import (
     REQUEST_TIMEOUT,
     HeadReader,
@@ -107,24 +107,6 @@ def _return_nothing() -> Iterable[bytes]:
 # -- Werkzeug's development server -------------------------------------------------------
 
 
-def _find_on_stack(cls: type) -> Any:
-    """The nearest ``self`` up this thread's call stack that is a ``cls``, or None.
-
-    For servers that keep the connection's state in the object whose method
-    called the application, and give the application no reference to it.
-    """
-    frame = sys._getframe(1)
-    try:
-        while frame is not None:
-            candidate = frame.f_locals.get("self")
-            if isinstance(candidate, cls):
-                return candidate
-            frame = frame.f_back  # type: ignore[assignment]
-    finally:
-        del frame
-    return None
-
-
 def _werkzeug_takeover(environ: Mapping[str, Any]) -> Takeover:
     # Werkzeug documents environ["werkzeug.socket"] for upgrades. Its request
     # handler reads the headers through a buffered self.rfile, which is also
@@ -135,7 +117,7 @@ def _werkzeug_takeover(environ: Mapping[str, Any]) -> Takeover:
     sock = environ["werkzeug.socket"]
     reader = environ.get("wsgi.input")
     data = buffered_bytes(reader, sock) if hasattr(reader, "peek") else b""
-    handler = _find_on_stack(WSGIRequestHandler)
+    handler = find_on_stack(WSGIRequestHandler)
 
     def detach() -> None:
         # http.server keeps an HTTP/1.1 connection open unless told otherwise
@@ -259,19 +241,11 @@ def _gunicorn_finish() -> Iterable[bytes]:
 # -- cheroot ---------------------------------------------------------------------------------
 
 
-def _cheroot_request() -> Any:
-    """The cheroot HTTPRequest whose application call is on this thread's stack, if any."""
-    server_module = sys.modules.get("cheroot.server")
-    if server_module is None:  # cheroot is not even imported: not serving this
-        return None
-    return _find_on_stack(server_module.HTTPRequest)
-
-
 def _cheroot_takeover(environ: Mapping[str, Any]) -> Takeover:
     # cheroot has no public API for this; the attributes used are the ones
     # ws4web.adapters.cherrypy._detach_socket relies on, but here the 101 is
     # written by ws4web before cheroot sent anything.
-    req = _cheroot_request()
+    req = cheroot_request()
     if req is None:
         raise RuntimeError("no cheroot request on the stack")
     conn = req.conn
@@ -317,7 +291,7 @@ def detect_server(environ: Mapping[str, Any]) -> ServerSupport | None:
         return _GUNICORN
     if "werkzeug.socket" in environ:
         return _WERKZEUG
-    if _cheroot_request() is not None:
+    if cheroot_request() is not None:
         return _CHEROOT
     return None
 
