@@ -479,6 +479,9 @@ class LoadClient:
             self.stats.faults_started += 1
         self._send_next(conn)
 
+    def _faults_running(self) -> bool:
+        return any(f.state not in ("done", "failed", "reset") for f in self.faults)
+
     def _sample(self) -> None:
         status = _proc_status(self.pid)
         self.stats.peak_threads = max(self.stats.peak_threads, status["Threads"])
@@ -491,7 +494,9 @@ class LoadClient:
         to_open = iter(range(CONNECTIONS))
         pending = True
         try:
-            while self.done_count < CONNECTIONS:
+            # Until every echo connection is done and every fault started has run its course:
+            # the last fault starts ~4 % before the end and may still be in its handshake.
+            while self.done_count < CONNECTIONS or self._faults_running():
                 now = time.monotonic()
                 if now > deadline:
                     break
