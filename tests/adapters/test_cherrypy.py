@@ -487,8 +487,8 @@ def test_first_frame_in_the_handshake_packet(server: tuple[int, Any]) -> None:
 
 
 def test_detach_outside_cheroot_finds_nothing() -> None:
-    assert adapter._detach_socket() is None
     assert cheroot_request() is None
+    assert adapter._detach_socket(cheroot_request()) is None
 
 
 

@@ -8,44 +8,27 @@ to take the socket over, the adapters look for that object among the callers'
 
 from __future__ import annotations
 
-import functools
 import sys
-import types
 from typing import Any
 
-__all__ = ["cheroot_request", "find_on_stack", "method_codes"]
+__all__ = ["cheroot_request", "find_on_stack"]
 
 
-@functools.cache
-def method_codes(cls: type) -> frozenset[int]:
-    """The ids of the code objects of the functions defined in ``cls`` itself.
-
-    Ids, because hashing a code object hashes its bytecode and constants; the class
-    keeps its functions' code objects alive, so their ids stay theirs.
-    """
-    return frozenset(id(value.__code__) for value in vars(cls).values() if isinstance(value, types.FunctionType))
-
-
-def find_on_stack(cls: type, codes: frozenset[int] = frozenset()) -> Any:
+def find_on_stack(cls: type) -> Any:
     """The nearest ``self`` up this thread's call stack that is a ``cls``, or None.
 
-    Reading a frame's ``f_locals`` builds a dict of all its locals, which over
-    CherryPy's deep stack was a fifth of a handshake's CPU: when ``codes`` is given
-    (:func:`method_codes` of ``cls``), only the frames running those functions are
-    read first, and every frame only if none of them holds one (a subclass that
-    overrides the method on the stack).
+    Reading a frame's ``f_locals`` builds a dict of its locals: callers walk once
+    per connection and keep what they found.
     """
-    for passes in (True, False) if codes else (False,):
-        frame = sys._getframe(1)
-        try:
-            while frame is not None:
-                if not passes or id(frame.f_code) in codes:
-                    candidate = frame.f_locals.get("self")
-                    if isinstance(candidate, cls):
-                        return candidate
-                frame = frame.f_back  # type: ignore[assignment]
-        finally:
-            del frame
+    frame = sys._getframe(1)
+    try:
+        while frame is not None:
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, cls):
+                return candidate
+            frame = frame.f_back  # type: ignore[assignment]
+    finally:
+        del frame
     return None
 
 
@@ -54,5 +37,4 @@ def cheroot_request() -> Any:
     server_module = sys.modules.get("cheroot.server")
     if server_module is None:  # cheroot is not even imported: not serving this
         return None
-    request_cls = server_module.HTTPRequest
-    return find_on_stack(request_cls, method_codes(request_cls))
+    return find_on_stack(server_module.HTTPRequest)

@@ -110,7 +110,7 @@ _CANONICAL = {
 class _Pending:
     """An upgrade accepted by the tool, waiting for the 101 to be sent."""
 
-    __slots__ = ("accepted", "handler", "log", "peer", "policy", "request")
+    __slots__ = ("accepted", "cheroot_request", "handler", "log", "peer", "policy", "request")
 
     def __init__(
         self,
@@ -120,7 +120,9 @@ class _Pending:
         request: Request,
         peer: tuple[str, int],
         log: ConnectionLog,
+        cheroot_request: Any,
     ) -> None:
+        self.cheroot_request = cheroot_request  # found once, up the stack, by upgrade()
         self.policy = policy
         self.accepted = accepted
         self.handler = handler
@@ -184,7 +186,8 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
             accepted = policy.evaluate(ws_request)
             if not _served_by_cheroot():
                 raise InvalidHandshake("tools.websocket needs CherryPy's own HTTP server (cheroot)", status=500)
-            sock = _cheroot_socket()
+            served_by = cheroot_request()
+            sock = None if served_by is None else served_by.conn.socket
             try:
                 handler = policy.make_handler(sock, accepted, _environ(request))
             except Exception as exc:
@@ -206,7 +209,7 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
         _set_response(accepted.response)
         cherrypy.serving.response.stream = False  # a 101 has no body: let finalize() drop it
         request.ws_handler = handler  # ws4py's name: the page handler may look at it
-        setattr(request, _PENDING, _Pending(policy, accepted, handler, ws_request, peer, log))
+        setattr(request, _PENDING, _Pending(policy, accepted, handler, ws_request, peer, log, served_by))
 
     def start_handler(self) -> None:
         """After the 101 is sent: detach the socket and start the handler on it."""
@@ -220,7 +223,7 @@ class WebSocketTool(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
             # cheroot carries on with the connection as usual.
             request.ws_handler = None
             return
-        detached = _detach_socket()
+        detached = _detach_socket(pending.cheroot_request)
         if detached is None:
             pending.log.error("could not take the connection from cheroot")
             return
@@ -297,22 +300,16 @@ def _served_by_cheroot() -> bool:
     return isinstance(threading.current_thread(), WorkerThread)
 
 
-def _cheroot_socket() -> Any:
-    """The socket of the connection this thread serves (the handler's ``sock``)."""
-    req = cheroot_request()
-    return None if req is None else req.conn.socket
-
-
-def _detach_socket() -> tuple[socket.socket, bytes] | None:
-    """Take the current connection's socket from cheroot, with the bytes it buffered past the request.
+def _detach_socket(req: Any) -> tuple[socket.socket, bytes] | None:
+    """Take the socket of ``req`` (cheroot's request, or None) from cheroot, with the bytes buffered past the request.
 
     Call it from an ``on_end_request`` hook of a request whose 101 was sent.
     cheroot has no public API for this; everything it relies on is here
     (checked against the installed cheroot by the adapter's tests):
 
-    * the :class:`cheroot.server.HTTPRequest` serving this thread is found up the
-      call stack (HTTPConnection.communicate -> HTTPRequest.respond -> the WSGI
-      gateway -> CherryPy -> this hook);
+    * the :class:`cheroot.server.HTTPRequest` serving this thread was found up the
+      call stack by the tool's upgrade (HTTPConnection.communicate -> HTTPRequest.respond
+      -> the WSGI gateway -> CherryPy -> the tool);
     * ``req.sent_headers`` says the 101 went out; ``conn.wfile`` writes through
       on every write, the flush() only makes sure;
     * ``req.close_connection = True`` makes ``communicate()`` return False, so the
@@ -325,7 +322,6 @@ def _detach_socket() -> tuple[socket.socket, bytes] | None:
     * cheroot set the socket's timeout (``server.socket_timeout``); a WebSocket
       may idle for long, so it goes back to blocking.
     """
-    req = cheroot_request()
     if req is None or not req.sent_headers or not bytes(req.status).startswith(b"101"):
         return None
     conn = req.conn
